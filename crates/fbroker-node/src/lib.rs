@@ -1,1 +1,310 @@
+//! The N-API surface of fbroker. Deliberately thin: it converts the config
+//! and events between JS objects and `fbroker-core` types and forwards
+//! commands; all behaviour lives in the engine crate.
+//!
+//! FFI contract (documented in docs/ARCHITECTURE.md):
+//! - Rust → JS: lifecycle and log events, in batches, through one
+//!   threadsafe function ([`EventsCallback`]) with a bounded queue;
+//! - JS → Rust: `NativeBroker` methods (`publish`, `disconnectClient`,
+//!   `stats`, `listeners`, `stop`) and `raiseOpenFileLimit`.
 
+#![deny(clippy::all)]
+
+use fbroker_core::{
+    Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerProtocol, LogLevel, QueueDropPolicy,
+};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Batches waiting for the JS thread before new ones are dropped (and
+/// counted by the engine as dropped events). Callee-handled: JS receives
+/// `(err, events)`. Strong: the broker keeps Node's event loop alive until
+/// it is stopped, like a listening `net.Server`.
+type EventsCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, true, false, 1024>;
+
+#[napi(object)]
+pub struct NativeListenerConfig {
+    pub protocol: String,
+    pub host: String,
+    pub port: u32,
+}
+
+#[napi(object)]
+pub struct NativeBrokerConfig {
+    pub listeners: Vec<NativeListenerConfig>,
+    pub max_connections: u32,
+    pub max_packet_size: u32,
+    pub max_inflight_messages: u32,
+    pub max_queued_messages: u32,
+    pub max_queued_bytes: i64,
+    pub queue_drop_policy: String,
+    pub max_topic_levels: u32,
+    pub max_topic_length: u32,
+    pub max_client_id_length: u32,
+    pub connect_timeout_ms: u32,
+    pub session_expiry_secs: u32,
+    pub worker_threads: u32,
+    pub log_level: String,
+}
+
+#[napi(object)]
+pub struct NativeBoundListener {
+    pub protocol: String,
+    pub host: String,
+    pub port: u32,
+}
+
+#[napi(object)]
+pub struct NativeSubscription {
+    pub topic: String,
+    pub qos: u32,
+}
+
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeEvent {
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub address: Option<String>,
+    pub username: Option<String>,
+    pub protocol_version: Option<u32>,
+    pub clean_session: Option<bool>,
+    pub session_present: Option<bool>,
+    pub keep_alive: Option<u32>,
+    pub reason: Option<String>,
+    pub subscriptions: Option<Vec<NativeSubscription>>,
+    pub topics: Option<Vec<String>>,
+    pub level: Option<String>,
+    pub message: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeStats {
+    pub connections: f64,
+    pub sessions: f64,
+    pub subscriptions: f64,
+    pub retained_messages: f64,
+    pub messages_received: f64,
+    pub messages_sent: f64,
+    pub bytes_received: f64,
+    pub bytes_sent: f64,
+    pub publish_dropped: f64,
+    pub events_dropped: f64,
+    pub uptime_secs: f64,
+}
+
+#[napi(object)]
+pub struct NativeOpenFileLimit {
+    pub soft: f64,
+    pub hard: f64,
+}
+
+fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
+    let invalid = |what: String| Error::new(Status::InvalidArg, what);
+    let mut listeners = Vec::with_capacity(c.listeners.len());
+    for l in c.listeners {
+        let protocol = match l.protocol.as_str() {
+            "tcp" => ListenerProtocol::Tcp,
+            other => return Err(invalid(format!("listener protocol {other:?} is not supported"))),
+        };
+        let port = u16::try_from(l.port).map_err(|_| invalid(format!("listener port {} out of range", l.port)))?;
+        listeners.push(ListenerConfig { protocol, host: l.host, port });
+    }
+    let queue_drop_policy = match c.queue_drop_policy.as_str() {
+        "drop_oldest" => QueueDropPolicy::DropOldest,
+        "drop_new" => QueueDropPolicy::DropNew,
+        other => return Err(invalid(format!("queueDropPolicy {other:?} is not one of drop_oldest, drop_new"))),
+    };
+    let log_level = LogLevel::parse(&c.log_level).ok_or_else(|| invalid(format!("logLevel {:?} is not valid", c.log_level)))?;
+    Ok(BrokerConfig {
+        listeners,
+        max_connections: c.max_connections as usize,
+        max_packet_size: c.max_packet_size as usize,
+        max_inflight_messages: c.max_inflight_messages as usize,
+        max_queued_messages: c.max_queued_messages as usize,
+        max_queued_bytes: c.max_queued_bytes.max(0) as usize,
+        queue_drop_policy,
+        max_topic_levels: c.max_topic_levels as usize,
+        max_topic_length: c.max_topic_length as usize,
+        max_client_id_length: c.max_client_id_length as usize,
+        connect_timeout: Duration::from_millis(c.connect_timeout_ms as u64),
+        session_expiry: (c.session_expiry_secs > 0).then(|| Duration::from_secs(c.session_expiry_secs as u64)),
+        worker_threads: c.worker_threads as usize,
+        log_level,
+    })
+}
+
+fn to_native_event(e: BrokerEvent) -> NativeEvent {
+    match e {
+        BrokerEvent::ClientConnected { client_id, address, username, protocol_version, clean_session, session_present, keep_alive } => NativeEvent {
+            kind: "clientConnected".into(),
+            client_id: Some(client_id),
+            address: Some(address),
+            username,
+            protocol_version: Some(protocol_version as u32),
+            clean_session: Some(clean_session),
+            session_present: Some(session_present),
+            keep_alive: Some(keep_alive as u32),
+            ..Default::default()
+        },
+        BrokerEvent::ClientDisconnected { client_id, reason } => NativeEvent {
+            kind: "clientDisconnected".into(),
+            client_id: Some(client_id),
+            reason: Some(reason.as_str().into()),
+            ..Default::default()
+        },
+        BrokerEvent::Subscribed { client_id, subscriptions } => NativeEvent {
+            kind: "subscribed".into(),
+            client_id: Some(client_id),
+            subscriptions: Some(subscriptions.into_iter().map(|(topic, qos)| NativeSubscription { topic, qos: qos as u32 }).collect()),
+            ..Default::default()
+        },
+        BrokerEvent::Unsubscribed { client_id, topics } => NativeEvent {
+            kind: "unsubscribed".into(),
+            client_id: Some(client_id),
+            topics: Some(topics),
+            ..Default::default()
+        },
+        BrokerEvent::Log { level, client_id, message } => NativeEvent {
+            kind: "log".into(),
+            client_id,
+            level: Some(level.as_str().into()),
+            message: Some(message),
+            ..Default::default()
+        },
+        BrokerEvent::Panic { message } => NativeEvent { kind: "panic".into(), message: Some(message), ..Default::default() },
+    }
+}
+
+struct JsEventSink {
+    callback: EventsCallback,
+}
+
+impl EventSink for JsEventSink {
+    fn deliver(&self, batch: Vec<BrokerEvent>) {
+        let events: Vec<NativeEvent> = batch.into_iter().map(to_native_event).collect();
+        // NonBlocking: when JS falls 1024 batches behind, this batch is
+        // dropped rather than stalling the engine.
+        self.callback.call(Ok(events), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+#[napi]
+pub struct NativeBroker {
+    inner: Arc<Broker>,
+}
+
+pub struct StartTask {
+    config: Option<BrokerConfig>,
+    sink: Option<JsEventSink>,
+}
+
+impl Task for StartTask {
+    type Output = Broker;
+    type JsValue = NativeBroker;
+
+    fn compute(&mut self) -> Result<Broker> {
+        let config = self.config.take().expect("start runs once");
+        let sink = self.sink.take().expect("start runs once");
+        Broker::start(config, Arc::new(sink)).map_err(|e| Error::new(Status::GenericFailure, e))
+    }
+
+    fn resolve(&mut self, _env: Env, broker: Broker) -> Result<NativeBroker> {
+        Ok(NativeBroker { inner: Arc::new(broker) })
+    }
+}
+
+pub struct StopTask {
+    broker: Arc<Broker>,
+}
+
+impl Task for StopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        self.broker.stop();
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[napi]
+impl NativeBroker {
+    /// Binds every listener and starts serving; events arrive in batches
+    /// through `onEvents(err, events)`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "config: NativeBrokerConfig, onEvents: (err: Error | null, events: NativeEvent[]) => void",
+        ts_return_type = "Promise<NativeBroker>"
+    )]
+    pub fn start(config: NativeBrokerConfig, on_events: Function<'_, Vec<NativeEvent>, ()>) -> Result<AsyncTask<StartTask>> {
+        let config = to_core_config(config)?;
+        let callback: EventsCallback = on_events.build_threadsafe_function::<Vec<NativeEvent>>().callee_handled::<true>().max_queue_size::<1024>().build()?;
+        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }) }))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn listeners(&self) -> Vec<NativeBoundListener> {
+        self.inner
+            .listeners()
+            .iter()
+            .map(|l| NativeBoundListener { protocol: l.protocol.into(), host: l.host.clone(), port: l.port as u32 })
+            .collect()
+    }
+
+    /// Injects a message as if a client published it.
+    #[napi(catch_unwind)]
+    pub fn publish(&self, topic: String, payload: Buffer, qos: u32, retain: bool) -> Result<()> {
+        let payload = bytes_from_buffer(payload);
+        self.inner.publish(&topic, payload, qos.min(255) as u8, retain).map_err(|e| Error::new(Status::InvalidArg, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn disconnect_client(&self, client_id: String) -> bool {
+        self.inner.disconnect_client(&client_id)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> NativeStats {
+        let s = self.inner.stats();
+        NativeStats {
+            connections: s.connections as f64,
+            sessions: s.sessions as f64,
+            subscriptions: s.subscriptions as f64,
+            retained_messages: s.retained_messages as f64,
+            messages_received: s.messages_received as f64,
+            messages_sent: s.messages_sent as f64,
+            bytes_received: s.bytes_received as f64,
+            bytes_sent: s.bytes_sent as f64,
+            publish_dropped: s.publish_dropped as f64,
+            events_dropped: s.events_dropped as f64,
+            uptime_secs: s.uptime_secs,
+        }
+    }
+
+    /// Stops accepting, closes every connection without publishing wills.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn stop(&self) -> AsyncTask<StopTask> {
+        AsyncTask::new(StopTask { broker: self.inner.clone() })
+    }
+}
+
+fn bytes_from_buffer(payload: Buffer) -> fbroker_core::bytes::Bytes {
+    // One copy out of the JS heap: the engine must own the bytes, since the
+    // JS buffer may be mutated or collected after this call returns.
+    fbroker_core::bytes::Bytes::copy_from_slice(&payload)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns both.
+#[napi(catch_unwind)]
+pub fn raise_open_file_limit() -> NativeOpenFileLimit {
+    let l = fbroker_core::limits::raise_open_file_limit();
+    NativeOpenFileLimit { soft: l.soft as f64, hard: l.hard as f64 }
+}

@@ -1,0 +1,143 @@
+//! The engine's public handle: start it with a config and an event sink,
+//! then command it (publish, disconnect a client, stats, stop). This is the
+//! whole surface the N-API binding wraps.
+
+use crate::config::BrokerConfig;
+use crate::events::{EventBus, EventSink};
+use crate::listener::{accept_loop, bind, BoundListener};
+use crate::message::Message;
+use crate::state::BrokerState;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::topic::validate_topic_name;
+use bytes::Bytes;
+use fbroker_codec::QoS;
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Broker {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    state: Arc<BrokerState>,
+    shutdown: watch::Sender<bool>,
+    listeners: Vec<BoundListener>,
+}
+
+/// How long `stop` waits for connections to close before tearing down.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Broker {
+    pub fn start(config: BrokerConfig, sink: Arc<dyn EventSink>) -> Result<Broker, String> {
+        let threads = if config.worker_threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.worker_threads
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("fbroker-io")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        let mut std_listeners = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let listener = bind(l)?;
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
+            bound.push(BoundListener { protocol: "tcp", host: l.host.clone(), port });
+            std_listeners.push(listener);
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let state = runtime.block_on(async {
+            let events = EventBus::start(sink, config.log_level, stats.clone());
+            Arc::new(BrokerState::new(config, stats, events, shutdown_rx))
+        });
+        for listener in std_listeners {
+            let state = state.clone();
+            let _guard = runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+            runtime.spawn(accept_loop(state, listener));
+        }
+        if let Some(expiry) = state.config.session_expiry {
+            runtime.spawn(expire_sessions(state.clone(), expiry));
+        }
+        Ok(Broker { runtime: Mutex::new(Some(runtime)), state, shutdown: shutdown_tx, listeners: bound })
+    }
+
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// Injects a message as if a client had published it.
+    pub fn publish(&self, topic: &str, payload: Bytes, qos: u8, retain: bool) -> Result<(), String> {
+        let config = &self.state.config;
+        validate_topic_name(topic, config.max_topic_levels, config.max_topic_length).map_err(|e| format!("invalid topic {topic:?}: {e}"))?;
+        let qos = QoS::from_u8(qos).ok_or_else(|| format!("invalid qos {qos}"))?;
+        self.state.publish(Message::new(topic.into(), payload, qos, retain));
+        Ok(())
+    }
+
+    /// Closes the client's connection as an administrative action; its
+    /// will is published. False when no such client is connected.
+    pub fn disconnect_client(&self, client_id: &str) -> bool {
+        match self.state.registry.owner_of(client_id) {
+            Some(owner) => {
+                owner.kick(crate::events::DisconnectReason::Administrative);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.state.stats;
+        StatsSnapshot {
+            connections: s.connections.load(Relaxed) as u64,
+            sessions: self.state.registry.len() as u64,
+            subscriptions: self.state.router.subscriptions.read().len() as u64,
+            retained_messages: self.state.router.retained.read().len() as u64,
+            messages_received: Stats::load(&s.messages_received),
+            messages_sent: Stats::load(&s.messages_sent),
+            bytes_received: Stats::load(&s.bytes_received),
+            bytes_sent: Stats::load(&s.bytes_sent),
+            publish_dropped: Stats::load(&s.publish_dropped),
+            events_dropped: Stats::load(&s.events_dropped),
+            uptime_secs: s.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Stops accepting, closes every connection without publishing wills,
+    /// and tears the runtime down. Blocking; idempotent.
+    pub fn stop(&self) {
+        let Some(runtime) = self.runtime.lock().take() else { return };
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.state.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Let the event task hand over the last disconnect events.
+        std::thread::sleep(Duration::from_millis(20));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn expire_sessions(state: Arc<BrokerState>, expiry: Duration) {
+    let period = (expiry / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        state.registry.expire(&state.router, expiry);
+    }
+}

@@ -1,0 +1,167 @@
+//! What the broker does with each packet a connected client sends.
+
+use super::{Connection, Flow};
+use crate::config::LogLevel;
+use crate::events::{BrokerEvent, DisconnectReason};
+use crate::message::Message;
+use crate::router::SubscriptionEntry;
+use crate::topic::{validate_topic_filter, validate_topic_name};
+use fbroker_codec::{Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Properties};
+
+/// SUBACK return code for a refused filter.
+const SUBACK_FAILURE: u8 = 0x80;
+
+impl Connection {
+    pub(crate) fn handle_packet(&mut self, packet: Packet) -> Flow {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                self.session.state.lock().inflight.puback(ack.packet_id);
+                Flow::Continue
+            }
+            Packet::PubRec(ack) => {
+                self.session.state.lock().inflight.pubrec(ack.packet_id);
+                // Answered even for an unknown id, so the sender can finish
+                // its flow [MQTT-4.3.3-1].
+                self.send_ack(Packet::PubRel, ack.packet_id);
+                Flow::Continue
+            }
+            Packet::PubComp(ack) => {
+                self.session.state.lock().inflight.pubcomp(ack.packet_id);
+                Flow::Continue
+            }
+            Packet::PubRel(ack) => {
+                self.session.state.lock().incoming_qos2.remove(&ack.packet_id);
+                self.send_ack(Packet::PubComp, ack.packet_id);
+                Flow::Continue
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Flow::Continue
+            }
+            Packet::Disconnect(_) => {
+                // A clean disconnect discards the will [MQTT-3.14.4-3].
+                self.will = None;
+                Flow::Close(DisconnectReason::Normal)
+            }
+            Packet::Connect(_) => {
+                self.state.events.log(LogLevel::Debug, Some(&self.client_id), || "second CONNECT".into());
+                Flow::Close(DisconnectReason::ProtocolError)
+            }
+            other => {
+                self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("unexpected packet from client: {other:?}"));
+                Flow::Close(DisconnectReason::ProtocolError)
+            }
+        }
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Flow {
+        let config = &self.state.config;
+        if let Err(e) = validate_topic_name(publish.topic.as_str(), config.max_topic_levels, config.max_topic_length) {
+            self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("invalid topic name: {e}"));
+            return Flow::Close(DisconnectReason::ProtocolError);
+        }
+        self.received += 1;
+        // `$SYS` belongs to the broker: a client publish there is
+        // acknowledged as the protocol requires, then dropped.
+        let deliver = !publish.topic.as_str().starts_with("$SYS");
+        match publish.qos {
+            QoS::AtMostOnce => {
+                if deliver {
+                    self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
+                }
+            }
+            QoS::AtLeastOnce => {
+                let packet_id = publish.packet_id.unwrap_or(0);
+                if deliver {
+                    self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
+                }
+                self.send_ack(Packet::PubAck, packet_id);
+            }
+            QoS::ExactlyOnce => {
+                let packet_id = publish.packet_id.unwrap_or(0);
+                // Route once per packet id until PUBREL: a re-sent PUBLISH
+                // (DUP) must not be delivered twice [MQTT-4.3.3-2].
+                let first = self.session.state.lock().incoming_qos2.insert(packet_id);
+                if first && deliver {
+                    self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
+                }
+                self.send_ack(Packet::PubRec, packet_id);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Flow {
+        let config = &self.state.config;
+        let mut return_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut granted = Vec::with_capacity(subscribe.filters.len());
+        {
+            // The session lock is held across the trie update so that a
+            // connection that just lost its session to a takeover cannot
+            // re-point the new owner's subscriptions at the old session.
+            let mut st = self.session.state.lock();
+            if !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+                return Flow::Close(DisconnectReason::Takeover);
+            }
+            let mut trie = self.state.router.subscriptions.write();
+            for request in &subscribe.filters {
+                if validate_topic_filter(&request.filter, config.max_topic_levels, config.max_topic_length).is_err() {
+                    return_codes.push(SUBACK_FAILURE);
+                    continue;
+                }
+                let entry = SubscriptionEntry { options: request.options, session: self.session.clone() };
+                // Replaces an existing subscription with the same filter
+                // [MQTT-3.8.4-3].
+                trie.insert(&request.filter, self.session.client_id.clone(), entry);
+                st.subscriptions.insert(request.filter.clone(), request.options);
+                return_codes.push(request.options.qos as u8);
+                granted.push((request.filter.clone(), request.options.qos as u8));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck { packet_id: subscribe.packet_id, return_codes, properties: Properties::default() }));
+        // Retained messages follow the SUBACK, for every granted filter,
+        // re-subscriptions included [MQTT-3.8.4-3].
+        let limits = self.state.queue_limits;
+        let mut retained = Vec::new();
+        {
+            let store = self.state.router.retained.read();
+            for (filter, qos) in &granted {
+                let qos = QoS::from_u8(*qos).unwrap_or_default();
+                store.for_each_matching(filter, |_, msg| retained.push((msg.clone(), msg.qos.min(qos))));
+            }
+        }
+        for (msg, qos) in retained {
+            self.session.enqueue(msg, qos, true, &limits);
+        }
+        if !granted.is_empty() {
+            self.state.events.emit(BrokerEvent::Subscribed { client_id: self.client_id.clone(), subscriptions: granted });
+        }
+        Flow::Continue
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Flow {
+        let mut removed = Vec::new();
+        {
+            let mut st = self.session.state.lock();
+            if !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+                return Flow::Close(DisconnectReason::Takeover);
+            }
+            let mut trie = self.state.router.subscriptions.write();
+            for filter in &unsubscribe.filters {
+                if st.subscriptions.remove(filter).is_some() {
+                    trie.remove(filter, &self.session.client_id);
+                    removed.push(filter.clone());
+                }
+            }
+        }
+        // UNSUBACK even when nothing matched [MQTT-3.10.4-5].
+        self.send(&Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reason_codes: Vec::new(), properties: Properties::default() }));
+        if !removed.is_empty() {
+            self.state.events.emit(BrokerEvent::Unsubscribed { client_id: self.client_id.clone(), topics: removed });
+        }
+        Flow::Continue
+    }
+}

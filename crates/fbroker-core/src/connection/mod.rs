@@ -1,0 +1,380 @@
+//! One client connection: handshake, then a single task that reads, decodes
+//! and handles every available packet, drains the session's queue into a
+//! write buffer, and writes the buffer with as few syscalls as possible.
+//!
+//! The task never blocks on a write: reads, writes, wake-ups for new
+//! messages, the keep-alive deadline and shutdown are all branches of one
+//! `select!`, so a client that stops reading cannot stall its own acks or
+//! any other client.
+
+mod handlers;
+mod handshake;
+
+use crate::config::LogLevel;
+use crate::events::{BrokerEvent, DisconnectReason};
+use crate::message::Message;
+use crate::session::inflight::{InflightEntry, Stage};
+use crate::session::{ConnControl, Session};
+use crate::state::BrokerState;
+use crate::stats::Stats;
+use bytes::{Buf, BytesMut};
+use fbroker_codec::{connack_code, encode, encode_publish, reason, Ack, ConnAck, Connect, LastWill, Packet, Properties, ProtocolVersion, QoS};
+use handshake::{read_connect, refusal_connack, HandshakeError};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+
+/// Stop moving queued messages into the write buffer above this size; the
+/// rest wait in the session queue, where its limits apply.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Read at most this much per wake-up before handling what was read, so
+/// one fast publisher cannot starve the other branches.
+const READ_BUDGET: usize = 256 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Decrements the connection gauge however the task ends (panics included).
+struct ConnectionSlot(Arc<BrokerState>);
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Entry point for an accepted socket; the listener already counted it.
+pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
+    let _slot = ConnectionSlot(state.clone());
+    let mut read_buf = BytesMut::with_capacity(512);
+    let mut shutdown = state.shutdown.clone();
+    let connect = tokio::select! {
+        r = timeout(state.config.connect_timeout, read_connect(&stream, &mut read_buf, state.config.max_packet_size)) => r,
+        _ = shutdown.wait_for(|stopped| *stopped) => return,
+    };
+    let connect = match connect {
+        Err(_elapsed) => {
+            state.events.log(LogLevel::Debug, None, || format!("{peer}: no CONNECT within the connect timeout"));
+            return;
+        }
+        Ok(Err(HandshakeError::UnsupportedProtocolVersion(level))) => {
+            state.events.log(LogLevel::Debug, None, || format!("{peer}: unsupported protocol level {level}"));
+            let _ = write_and_close(stream, &refusal_connack(connack_code::UNACCEPTABLE_PROTOCOL_VERSION)).await;
+            return;
+        }
+        Ok(Err(HandshakeError::Decode(e))) => {
+            state.events.log(LogLevel::Debug, None, || format!("{peer}: malformed CONNECT: {e}"));
+            return;
+        }
+        Ok(Err(HandshakeError::NotConnect)) => {
+            state.events.log(LogLevel::Debug, None, || format!("{peer}: first packet was not CONNECT"));
+            return;
+        }
+        Ok(Err(HandshakeError::Closed)) => return,
+        Ok(Ok(connect)) => connect,
+    };
+    if connect.protocol == ProtocolVersion::V5 {
+        // MQTT 5.0 broker semantics are not served yet; the codec is ready.
+        let mut out = BytesMut::new();
+        let ack = ConnAck { session_present: false, code: reason::UNSUPPORTED_PROTOCOL_VERSION, properties: Properties::default() };
+        let _ = encode(&Packet::ConnAck(ack), ProtocolVersion::V5, &mut out);
+        let _ = write_and_close(stream, &out).await;
+        return;
+    }
+    let client_id = match accept_client_id(&state, &connect) {
+        Ok(id) => id,
+        Err(code) => {
+            state.events.log(LogLevel::Debug, Some(&connect.client_id), || "client identifier rejected".into());
+            let _ = write_and_close(stream, &refusal_connack(code)).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let conn_id = state.next_conn_id();
+    let control = ConnControl::new(conn_id);
+    let attached = state.registry.attach(&state.router, &client_id, connect.clean_start, control.clone());
+    let mut conn = Connection {
+        state: state.clone(),
+        stream,
+        peer,
+        version: connect.protocol,
+        client_id: client_id.clone(),
+        session: attached.session,
+        control,
+        will: connect.will.clone(),
+        keep_alive: (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500)),
+        read_buf,
+        write_buf: BytesMut::with_capacity(256),
+        received: 0,
+        sent: 0,
+    };
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present: attached.session_present,
+        code: connack_code::ACCEPTED,
+        properties: Properties::default(),
+    }));
+    state.events.emit(BrokerEvent::ClientConnected {
+        client_id: client_id.clone(),
+        address: peer.to_string(),
+        username: connect.username.clone(),
+        protocol_version: connect.protocol.level(),
+        clean_session: connect.clean_start,
+        session_present: attached.session_present,
+        keep_alive: connect.keep_alive,
+    });
+    conn.resend_inflight();
+    let reason = conn.run().await;
+    conn.finish(reason).await;
+}
+
+/// Applies the client identifier rules [MQTT-3.1.3-6..9]; returns the id
+/// to use or the CONNACK return code to refuse with.
+fn accept_client_id(state: &BrokerState, connect: &Connect) -> Result<String, u8> {
+    if connect.client_id.len() > state.config.max_client_id_length {
+        return Err(connack_code::IDENTIFIER_REJECTED);
+    }
+    if !connect.client_id.is_empty() {
+        return Ok(connect.client_id.clone());
+    }
+    // MQTT 3.1 has no zero-length client id; 3.1.1 allows it only with a
+    // clean session [MQTT-3.1.3-7], [MQTT-3.1.3-8].
+    if connect.protocol == ProtocolVersion::V3_1 || !connect.clean_start {
+        return Err(connack_code::IDENTIFIER_REJECTED);
+    }
+    Ok(generate_client_id(state.next_conn_id()))
+}
+
+fn generate_client_id(seed: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = ahash::RandomState::new().build_hasher();
+    h.write_u64(seed);
+    format!("fbroker-{:016x}", h.finish())
+}
+
+async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let _ = timeout(Duration::from_secs(1), stream.write_all(bytes)).await;
+    stream.shutdown().await
+}
+
+pub(crate) struct Connection {
+    pub(crate) state: Arc<BrokerState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    pub(crate) version: ProtocolVersion,
+    pub(crate) client_id: String,
+    pub(crate) session: Arc<Session>,
+    pub(crate) control: Arc<ConnControl>,
+    pub(crate) will: Option<LastWill>,
+    keep_alive: Option<Duration>,
+    read_buf: BytesMut,
+    pub(crate) write_buf: BytesMut,
+    /// Counters batched per wake-up before touching the shared stats.
+    pub(crate) received: u64,
+    sent: u64,
+}
+
+/// What ended the session loop.
+pub(crate) enum Flow {
+    Continue,
+    Close(DisconnectReason),
+}
+
+impl Connection {
+    pub(crate) fn send(&mut self, packet: &Packet) {
+        // Every packet the broker builds is within the codec's limits.
+        let _ = encode(packet, self.version, &mut self.write_buf);
+    }
+
+    pub(crate) fn send_ack(&mut self, make: fn(Ack) -> Packet, packet_id: u16) {
+        self.send(&make(Ack::new(packet_id)));
+    }
+
+    async fn run(&mut self) -> DisconnectReason {
+        let mut shutdown = self.state.shutdown.clone();
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        let keep_alive_deadline = sleep_until(self.keep_alive.map_or(far_future, |k| Instant::now() + k));
+        tokio::pin!(keep_alive_deadline);
+        loop {
+            if let Some(reason) = self.control.kicked() {
+                return reason;
+            }
+            self.drain_session();
+            if let Err(reason) = self.flush_now() {
+                return reason;
+            }
+            let want_write = !self.write_buf.is_empty();
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
+                _ = self.control.woken() => {}
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        return DisconnectReason::SocketError;
+                    }
+                    match self.read_and_handle() {
+                        Ok(true) => {
+                            if let Some(k) = self.keep_alive {
+                                keep_alive_deadline.as_mut().reset(Instant::now() + k);
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(reason) => return reason,
+                    }
+                }
+                ready = self.stream.writable(), if want_write => {
+                    if ready.is_err() {
+                        return DisconnectReason::SocketError;
+                    }
+                }
+                _ = &mut keep_alive_deadline => {
+                    self.state.events.log(LogLevel::Debug, Some(&self.client_id), || "keep-alive timeout".into());
+                    return DisconnectReason::KeepAliveTimeout;
+                }
+            }
+        }
+    }
+
+    /// Drains the socket (up to the read budget), then decodes and handles
+    /// every whole packet. Ok(true) when any byte arrived.
+    fn read_and_handle(&mut self) -> Result<bool, DisconnectReason> {
+        let mut total = 0;
+        let mut peer_closed = false;
+        while total < READ_BUDGET {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => {
+                    peer_closed = true;
+                    break;
+                }
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(DisconnectReason::SocketError),
+            }
+        }
+        Stats::add(&self.state.stats.bytes_received, total as u64);
+        let flow = self.handle_buffered();
+        Stats::add(&self.state.stats.messages_received, std::mem::take(&mut self.received));
+        if let Flow::Close(reason) = flow? {
+            return Err(reason);
+        }
+        if peer_closed {
+            return Err(DisconnectReason::SocketError);
+        }
+        Ok(total > 0)
+    }
+
+    fn handle_buffered(&mut self) -> Result<Flow, DisconnectReason> {
+        loop {
+            match fbroker_codec::decode(&mut self.read_buf, self.version, self.state.config.max_packet_size) {
+                Ok(fbroker_codec::Decoded::Packet(packet)) => {
+                    if let Flow::Close(reason) = self.handle_packet(packet) {
+                        return Ok(Flow::Close(reason));
+                    }
+                }
+                Ok(fbroker_codec::Decoded::Incomplete { .. }) => return Ok(Flow::Continue),
+                Err(e) => {
+                    self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("malformed packet from {}: {e}", self.peer));
+                    return Ok(Flow::Close(DisconnectReason::ProtocolError));
+                }
+            }
+        }
+    }
+
+    /// Moves queued messages into the write buffer while the in-flight
+    /// window and the write high-water mark allow.
+    pub(crate) fn drain_session(&mut self) {
+        if self.write_buf.len() >= WRITE_HIGH_WATER {
+            return;
+        }
+        let max_inflight = self.state.config.max_inflight_messages.max(1);
+        let mut st = self.session.state.lock();
+        if st.queue.is_empty() || !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+            return;
+        }
+        let mut sent = 0;
+        while self.write_buf.len() < WRITE_HIGH_WATER {
+            let Some(front) = st.queue.front() else { break };
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= max_inflight {
+                break;
+            }
+            let item = st.queue.pop_front().expect("front exists");
+            let packet_id = if item.qos == QoS::AtMostOnce { 0 } else { st.inflight.allocate_packet_id() };
+            encode_publish(&mut self.write_buf, self.version, item.msg.topic.as_str(), &item.msg.payload, item.qos, item.retain, false, packet_id, None);
+            if item.qos != QoS::AtMostOnce {
+                let stage = if item.qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+                st.inflight.push(InflightEntry { packet_id, msg: item.msg, qos: item.qos, retain: item.retain, stage });
+            }
+            sent += 1;
+        }
+        drop(st);
+        self.sent += sent;
+    }
+
+    /// Re-sends unacknowledged messages of a resumed session, with DUP set,
+    /// in their original order [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self) {
+        let st = self.session.state.lock();
+        for entry in st.inflight.iter() {
+            match entry.stage {
+                Stage::AwaitingPubAck | Stage::AwaitingPubRec => encode_publish(
+                    &mut self.write_buf,
+                    self.version,
+                    entry.msg.topic.as_str(),
+                    &entry.msg.payload,
+                    entry.qos,
+                    entry.retain,
+                    true,
+                    entry.packet_id,
+                    None,
+                ),
+                Stage::AwaitingPubComp => {
+                    let _ = encode(&Packet::PubRel(Ack::new(entry.packet_id)), self.version, &mut self.write_buf);
+                }
+            }
+        }
+    }
+
+    /// Writes as much of the buffer as the socket takes without waiting.
+    fn flush_now(&mut self) -> Result<(), DisconnectReason> {
+        let mut written = 0;
+        while !self.write_buf.is_empty() {
+            match self.stream.try_write(&self.write_buf) {
+                Ok(0) => return Err(DisconnectReason::SocketError),
+                Ok(n) => {
+                    self.write_buf.advance(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(DisconnectReason::SocketError),
+            }
+        }
+        Stats::add(&self.state.stats.bytes_sent, written as u64);
+        Stats::add(&self.state.stats.messages_sent, std::mem::take(&mut self.sent));
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 64 * 1024 {
+            // Give back a burst's buffer instead of holding it while idle.
+            self.write_buf = BytesMut::with_capacity(256);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, reason: DisconnectReason) {
+        if reason == DisconnectReason::Normal || reason == DisconnectReason::ServerShutdown {
+            // Best effort: let acks already produced reach the client.
+            let _ = timeout(Duration::from_millis(200), self.stream.write_all(&self.write_buf)).await;
+        }
+        let _ = self.stream.shutdown().await;
+        drop(self.stream);
+        self.state.registry.detach(&self.state.router, &self.session, self.control.conn_id);
+        if reason.publishes_will() {
+            if let Some(will) = self.will.take() {
+                self.state.publish(Message::new(will.topic, will.payload, will.qos, will.retain));
+            }
+        }
+        self.state.events.emit(BrokerEvent::ClientDisconnected { client_id: self.client_id, reason });
+    }
+}

@@ -1,0 +1,130 @@
+//! Lifecycle events from the engine to the control plane.
+//!
+//! Events are produced on the socket tasks, pushed into one bounded channel
+//! and handed to the [`EventSink`] in batches by a single task, so the FFI
+//! is crossed once per batch rather than once per event. When the channel
+//! is full the event is dropped and counted: a slow JS consumer must never
+//! stall the socket loop. Nothing here runs per message.
+
+use crate::config::LogLevel;
+use crate::stats::Stats;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Why a client connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT.
+    Normal,
+    KeepAliveTimeout,
+    /// Another connection with the same client id took the session.
+    Takeover,
+    ProtocolError,
+    /// Read/write error or the peer closed without DISCONNECT.
+    SocketError,
+    ServerShutdown,
+    /// Closed on request of the control plane (`disconnectClient`).
+    Administrative,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::Normal => "normal",
+            DisconnectReason::KeepAliveTimeout => "keepAliveTimeout",
+            DisconnectReason::Takeover => "takeover",
+            DisconnectReason::ProtocolError => "protocolError",
+            DisconnectReason::SocketError => "socketError",
+            DisconnectReason::ServerShutdown => "serverShutdown",
+            DisconnectReason::Administrative => "administrative",
+        }
+    }
+    /// Whether the will message is published for this reason.
+    pub fn publishes_will(self) -> bool {
+        !matches!(self, DisconnectReason::Normal | DisconnectReason::ServerShutdown)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum BrokerEvent {
+    ClientConnected {
+        client_id: String,
+        address: String,
+        username: Option<String>,
+        protocol_version: u8,
+        clean_session: bool,
+        session_present: bool,
+        keep_alive: u16,
+    },
+    ClientDisconnected {
+        client_id: String,
+        reason: DisconnectReason,
+    },
+    Subscribed {
+        client_id: String,
+        /// Granted (filter, qos) pairs; refused filters are not listed.
+        subscriptions: Vec<(String, u8)>,
+    },
+    Unsubscribed {
+        client_id: String,
+        topics: Vec<String>,
+    },
+    Log {
+        level: LogLevel,
+        client_id: Option<String>,
+        message: String,
+    },
+    /// A Rust panic that was caught at a task or FFI boundary.
+    Panic {
+        message: String,
+    },
+}
+
+/// The receiver of event batches (the N-API binding in production, a
+/// collecting vector in tests).
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, batch: Vec<BrokerEvent>);
+}
+
+const EVENT_QUEUE_CAPACITY: usize = 16_384;
+const MAX_BATCH: usize = 1024;
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: mpsc::Sender<BrokerEvent>,
+    log_level: LogLevel,
+    stats: Arc<Stats>,
+}
+
+impl EventBus {
+    /// Spawns the batching task on the current runtime.
+    pub fn start(sink: Arc<dyn EventSink>, log_level: LogLevel, stats: Arc<Stats>) -> EventBus {
+        let (tx, mut rx) = mpsc::channel::<BrokerEvent>(EVENT_QUEUE_CAPACITY);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                sink.deliver(std::mem::take(&mut batch));
+            }
+        });
+        EventBus { tx, log_level, stats }
+    }
+
+    pub fn emit(&self, event: BrokerEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.stats.events_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn log_enabled(&self, level: LogLevel) -> bool {
+        level >= self.log_level && self.log_level != LogLevel::Silent
+    }
+
+    /// Logs through the control plane's logger; filtered here so disabled
+    /// levels never allocate or cross the FFI.
+    pub fn log(&self, level: LogLevel, client_id: Option<&str>, message: impl FnOnce() -> String) {
+        if self.log_enabled(level) {
+            self.emit(BrokerEvent::Log { level, client_id: client_id.map(str::to_owned), message: message() });
+        }
+    }
+}

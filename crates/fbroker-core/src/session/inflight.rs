@@ -1,0 +1,94 @@
+//! Outbound QoS 1 and 2 messages that were sent and not yet fully
+//! acknowledged, in the order they were first sent (MQTT 3.1.1 4.4 and 4.6:
+//! on reconnect they are re-sent in that order).
+
+use crate::message::SharedMessage;
+use fbroker_codec::QoS;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct InflightEntry {
+    pub packet_id: u16,
+    pub msg: SharedMessage,
+    pub qos: QoS,
+    pub retain: bool,
+    pub stage: Stage,
+}
+
+/// The window is small (max_inflight_messages, 20 by default), so a
+/// VecDeque with linear look-up beats a map and keeps the send order.
+#[derive(Debug, Default)]
+pub struct OutboundInflight {
+    entries: VecDeque<InflightEntry>,
+    last_packet_id: u16,
+}
+
+impl OutboundInflight {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
+        self.entries.iter()
+    }
+
+    /// Next packet id not in use by an in-flight message [MQTT-2.3.1-2].
+    pub fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            if self.last_packet_id == 0 {
+                self.last_packet_id = 1;
+            }
+            let id = self.last_packet_id;
+            if !self.entries.iter().any(|e| e.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn push(&mut self, entry: InflightEntry) {
+        self.entries.push_back(entry);
+    }
+
+    fn position(&self, packet_id: u16, stage: Stage) -> Option<usize> {
+        self.entries.iter().position(|e| e.packet_id == packet_id && e.stage == stage)
+    }
+
+    /// PUBACK: completes a QoS 1 delivery.
+    pub fn puback(&mut self, packet_id: u16) -> bool {
+        self.position(packet_id, Stage::AwaitingPubAck).and_then(|i| self.entries.remove(i)).is_some()
+    }
+
+    /// PUBREC: the message is now owned by the receiver; only the PUBREL
+    /// handshake remains [MQTT-4.3.3-1].
+    pub fn pubrec(&mut self, packet_id: u16) -> bool {
+        match self.position(packet_id, Stage::AwaitingPubRec) {
+            Some(i) => {
+                self.entries[i].stage = Stage::AwaitingPubComp;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub fn pubcomp(&mut self, packet_id: u16) -> bool {
+        self.position(packet_id, Stage::AwaitingPubComp).and_then(|i| self.entries.remove(i)).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}

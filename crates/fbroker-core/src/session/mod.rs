@@ -1,0 +1,124 @@
+//! Session state (MQTT 3.1.1 section 4.1): subscriptions, queued and
+//! in-flight outbound messages, and inbound QoS 2 packet ids. A session
+//! outlives its connection when the client asked for a persistent session.
+
+pub mod inflight;
+pub mod queue;
+
+use crate::events::DisconnectReason;
+use crate::message::SharedMessage;
+use ahash::{AHashMap, AHashSet};
+use fbroker_codec::{QoS, SubscriptionOptions};
+use inflight::OutboundInflight;
+use parking_lot::Mutex;
+use queue::{MessageQueue, PushOutcome, QueueLimits, Queued};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// The handle a router or the control plane uses to reach the connection
+/// that currently owns a session: wake it for new messages, or ask it to
+/// close.
+#[derive(Debug)]
+pub struct ConnControl {
+    pub conn_id: u64,
+    wake: Notify,
+    kick: AtomicU8,
+}
+
+const NO_KICK: u8 = 0;
+
+impl ConnControl {
+    pub fn new(conn_id: u64) -> Arc<ConnControl> {
+        Arc::new(ConnControl { conn_id, wake: Notify::new(), kick: AtomicU8::new(NO_KICK) })
+    }
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+    /// Asks the connection to close; the first reason wins.
+    pub fn kick(&self, reason: DisconnectReason) {
+        let code = reason as u8 + 1;
+        let _ = self.kick.compare_exchange(NO_KICK, code, Ordering::AcqRel, Ordering::Acquire);
+        self.wake.notify_one();
+    }
+    pub fn kicked(&self) -> Option<DisconnectReason> {
+        use DisconnectReason::*;
+        let all = [Normal, KeepAliveTimeout, Takeover, ProtocolError, SocketError, ServerShutdown, Administrative];
+        match self.kick.load(Ordering::Acquire) {
+            NO_KICK => None,
+            code => all.get(code as usize - 1).copied(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    /// Clean Session = 0: the session survives disconnects.
+    pub persistent: bool,
+    /// Filter → options, exactly as subscribed.
+    pub subscriptions: AHashMap<String, SubscriptionOptions>,
+    pub queue: MessageQueue,
+    pub inflight: OutboundInflight,
+    /// Inbound QoS 2 packet ids that were PUBREC'd and await PUBREL; a
+    /// re-sent PUBLISH with one of these ids is not routed again.
+    pub incoming_qos2: AHashSet<u16>,
+    pub owner: Option<Arc<ConnControl>>,
+    pub disconnected_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    pub state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, persistent: bool, owner: Arc<ConnControl>) -> Arc<Session> {
+        Arc::new(Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                persistent,
+                subscriptions: AHashMap::new(),
+                queue: MessageQueue::default(),
+                inflight: OutboundInflight::default(),
+                incoming_qos2: AHashSet::new(),
+                owner: Some(owner),
+                disconnected_at: None,
+            }),
+        })
+    }
+
+    /// Queues a message for this session and wakes its connection. Returns
+    /// how many messages the queue limits discarded.
+    pub fn enqueue(&self, msg: SharedMessage, qos: QoS, retain: bool, limits: &QueueLimits) -> u64 {
+        let mut st = self.state.lock();
+        let Some(owner) = st.owner.clone() else {
+            // Offline: only QoS 1 and 2 are kept for later [MQTT-3.1.2-5].
+            if qos == QoS::AtMostOnce || !st.persistent {
+                return 0;
+            }
+            return match st.queue.push(Queued { msg, qos, retain }, limits) {
+                PushOutcome::Queued => 0,
+                PushOutcome::QueuedAfterDropping(n) => n,
+                PushOutcome::Rejected => 1,
+            };
+        };
+        let was_empty = st.queue.is_empty();
+        let dropped = match st.queue.push(Queued { msg, qos, retain }, limits) {
+            PushOutcome::Queued => 0,
+            PushOutcome::QueuedAfterDropping(n) => n,
+            PushOutcome::Rejected => 1,
+        };
+        drop(st);
+        // The connection drains the whole queue on each wake-up, so only the
+        // transition from empty needs a wake.
+        if was_empty {
+            owner.wake();
+        }
+        dropped
+    }
+}

@@ -1,0 +1,62 @@
+//! Everything the socket tasks share, behind one `Arc`.
+
+use crate::config::BrokerConfig;
+use crate::events::EventBus;
+use crate::message::SharedMessage;
+use crate::registry::Registry;
+use crate::router::Router;
+use crate::session::queue::QueueLimits;
+use crate::stats::Stats;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub queue_limits: QueueLimits,
+    pub stats: Arc<Stats>,
+    pub events: EventBus,
+    pub router: Router,
+    pub registry: Registry,
+    /// Flips to true once when the broker stops.
+    pub shutdown: watch::Receiver<bool>,
+    next_conn_id: AtomicU64,
+}
+
+impl BrokerState {
+    pub fn new(config: BrokerConfig, stats: Arc<Stats>, events: EventBus, shutdown: watch::Receiver<bool>) -> Self {
+        let queue_limits = QueueLimits {
+            max_messages: config.max_queued_messages,
+            max_bytes: config.max_queued_bytes,
+            policy: config.queue_drop_policy,
+        };
+        BrokerState {
+            config,
+            queue_limits,
+            stats,
+            events,
+            router: Router::default(),
+            registry: Registry::default(),
+            shutdown,
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Publishes an application message: updates the retained store when
+    /// asked to, then routes it to subscribers with RETAIN cleared.
+    pub fn publish(&self, msg: SharedMessage) {
+        if msg.retain {
+            self.router.retain(&msg);
+        }
+        let (_, dropped) = self.router.route(&msg, &self.queue_limits);
+        Stats::add(&self.stats.publish_dropped, dropped);
+    }
+}

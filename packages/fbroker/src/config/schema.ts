@@ -1,0 +1,353 @@
+/**
+ * The configuration schema: every key the broker understands, with its type,
+ * default, validation and documentation. This array is the single source of
+ * truth: the config loader, the `Broker` options, the environment variables,
+ * `fbroker start --help` and the README table are all derived from it.
+ */
+
+/** Largest value of an unsigned 32-bit integer: the native side stores every integer setting in a u32. */
+export const U32_MAX = 4_294_967_295
+
+/** Largest MQTT packet the protocol can express (the Remaining Length field's maximum). */
+export const MQTT_MAX_PACKET_SIZE = 268_435_455
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const
+export const QUEUE_DROP_POLICIES = ['drop_oldest', 'drop_new'] as const
+
+export type LogLevel = (typeof LOG_LEVELS)[number]
+export type LogFormat = (typeof LOG_FORMATS)[number]
+export type QueueDropPolicy = (typeof QUEUE_DROP_POLICIES)[number]
+
+interface KeySpecBase {
+  /** snake_case name, as written in config files. */
+  readonly key: string
+  /** One-line description (Markdown allowed: backticks only). */
+  readonly doc: string
+  /** The `fbroker start` flag that sets this key, if it has one. */
+  readonly flag?: string
+}
+
+export interface IntegerKeySpec extends KeySpecBase {
+  readonly type: 'integer'
+  readonly default: number
+  /** Inclusive bounds. */
+  readonly min: number
+  readonly max: number
+}
+
+export interface StringKeySpec extends KeySpecBase {
+  readonly type: 'string'
+  readonly default: string
+}
+
+export interface EnumKeySpec extends KeySpecBase {
+  readonly type: 'enum'
+  readonly values: readonly string[]
+  readonly default: string
+}
+
+export type ConfigKeySpec = IntegerKeySpec | StringKeySpec | EnumKeySpec
+
+export const CONFIG_SCHEMA = [
+  {
+    key: 'host',
+    type: 'string',
+    default: '0.0.0.0',
+    flag: '--host',
+    doc: 'Address the MQTT TCP listener binds to: an IP address or host name (`0.0.0.0` = every IPv4 interface, `::` = every IPv6 interface).',
+  },
+  {
+    key: 'port',
+    type: 'integer',
+    default: 1883,
+    min: 0,
+    max: 65_535,
+    flag: '--port',
+    doc: 'TCP port of the MQTT listener; 0 picks a free ephemeral port (the bound port is logged at startup).',
+  },
+  {
+    key: 'log_level',
+    type: 'enum',
+    values: LOG_LEVELS,
+    default: 'info',
+    flag: '--log-level',
+    doc: 'Least severe log level written. Also applied inside the native core, so filtered events never cross into JavaScript.',
+  },
+  {
+    key: 'log_format',
+    type: 'enum',
+    values: LOG_FORMATS,
+    default: 'auto',
+    doc: '`pretty`: human-readable lines; `json`: one JSON object per line; `auto`: pretty when stdout is a terminal, JSON otherwise.',
+  },
+  {
+    key: 'max_connections',
+    type: 'integer',
+    default: 100_000,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Most client connections open at once; further connections are refused. 0 = unlimited. Each connection uses a file descriptor, so keep it under the open-file limit.',
+  },
+  {
+    key: 'max_packet_size',
+    type: 'integer',
+    default: 1_048_576,
+    min: 2,
+    max: MQTT_MAX_PACKET_SIZE,
+    doc: 'Largest MQTT packet accepted, in bytes, counting the whole packet. A client sending a bigger one is disconnected. Default 1 MiB; the protocol maximum is 268435455.',
+  },
+  {
+    key: 'max_inflight_messages',
+    type: 'integer',
+    default: 20,
+    min: 1,
+    max: 65_535,
+    doc: 'Per client: QoS 1 and 2 messages sent to it and not yet acknowledged. Further messages wait in the session queue.',
+  },
+  {
+    key: 'max_queued_messages',
+    type: 'integer',
+    default: 1000,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Per session: messages held while the client is offline or its in-flight window is full. 0 = unlimited. When full, `queue_drop_policy` decides what is dropped.',
+  },
+  {
+    key: 'max_queued_bytes',
+    type: 'integer',
+    default: 0,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Per session: total payload bytes of the queued messages. 0 = unlimited. When full, `queue_drop_policy` decides what is dropped.',
+  },
+  {
+    key: 'queue_drop_policy',
+    type: 'enum',
+    values: QUEUE_DROP_POLICIES,
+    default: 'drop_oldest',
+    doc: 'What a full session queue drops: `drop_oldest` discards the oldest queued message to make room, `drop_new` discards the arriving one. Every drop is counted in `stats().publishDropped`.',
+  },
+  {
+    key: 'max_topic_levels',
+    type: 'integer',
+    default: 128,
+    min: 0,
+    max: 65_535,
+    doc: 'Most levels (`/`-separated parts) in a topic name or filter; longer ones are rejected. 0 = unlimited.',
+  },
+  {
+    key: 'max_topic_length',
+    type: 'integer',
+    default: 65_535,
+    min: 1,
+    max: 65_535,
+    doc: 'Longest topic name or filter accepted, in bytes of UTF-8.',
+  },
+  {
+    key: 'max_client_id_length',
+    type: 'integer',
+    default: 65_535,
+    min: 23,
+    max: 65_535,
+    doc: 'Longest client identifier accepted, in bytes. MQTT requires brokers to accept at least 23.',
+  },
+  {
+    key: 'connect_timeout_ms',
+    type: 'integer',
+    default: 10_000,
+    min: 1,
+    max: U32_MAX,
+    doc: 'Milliseconds a new connection has to send its CONNECT packet before it is closed.',
+  },
+  {
+    key: 'session_expiry_secs',
+    type: 'integer',
+    default: 7200,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Seconds a persistent session (clean session = 0) outlives its disconnected client before it is discarded with its subscriptions and queue. 0 = never.',
+  },
+  {
+    key: 'worker_threads',
+    type: 'integer',
+    default: 0,
+    min: 0,
+    max: 1024,
+    doc: 'Threads of the native network runtime. 0 = one per CPU core.',
+  },
+] as const satisfies readonly ConfigKeySpec[]
+
+type SchemaEntry = (typeof CONFIG_SCHEMA)[number]
+
+/** Every config key, snake_case. */
+export type ConfigKey = SchemaEntry['key']
+
+type ValueOfSpec<S> = S extends { readonly type: 'integer' }
+  ? number
+  : S extends { readonly type: 'enum'; readonly values: readonly (infer V)[] }
+    ? V
+    : string
+
+/** The fully resolved configuration, snake_case keys (what `loadConfig` returns). */
+export type FbrokerConfig = {
+  -readonly [K in ConfigKey]: ValueOfSpec<Extract<SchemaEntry, { readonly key: K }>>
+}
+
+/** `max_inflight_messages` → `maxInflightMessages`, at the type level. */
+export type SnakeToCamel<S extends string> = S extends `${infer Head}_${infer Tail}`
+  ? `${Head}${Capitalize<SnakeToCamel<Tail>>}`
+  : S
+
+/** The same settings as `FbrokerConfig`, camelCase keys (what `Broker.start` takes). */
+export type BrokerSettings = {
+  -readonly [K in ConfigKey as SnakeToCamel<K>]: FbrokerConfig[K]
+}
+
+export const CONFIG_KEYS: readonly ConfigKey[] = CONFIG_SCHEMA.map((s) => s.key)
+
+const SPEC_BY_KEY: ReadonlyMap<string, ConfigKeySpec> = new Map(CONFIG_SCHEMA.map((s) => [s.key, s]))
+
+/** The spec of a key, or undefined for an unknown key. */
+export function specFor(key: string): ConfigKeySpec | undefined {
+  return SPEC_BY_KEY.get(key)
+}
+
+/** `max_inflight_messages` → `maxInflightMessages`. */
+export function camelCaseKey(key: string): string {
+  return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
+/** `max_inflight_messages` → `FBROKER_MAX_INFLIGHT_MESSAGES`. */
+export function envVarName(key: string): string {
+  return `FBROKER_${key.toUpperCase()}`
+}
+
+/** The command-line flag of a key (`--port`), or undefined if it has none. */
+export function flagName(key: string): string | undefined {
+  return specFor(key)?.flag
+}
+
+/** Human-readable type of a key, e.g. `integer (0–65535)` or `"auto" \| "pretty" \| "json"`. */
+export function describeType(spec: ConfigKeySpec): string {
+  switch (spec.type) {
+    case 'integer':
+      return `integer (${spec.min}–${spec.max})`
+    case 'string':
+      return 'string'
+    case 'enum':
+      return spec.values.map((v) => `"${v}"`).join(' | ')
+  }
+}
+
+/** One row per key, for generating documentation (the README table, `--help`). */
+export interface ConfigKeyRow {
+  key: ConfigKey
+  type: string
+  default: string
+  env: string
+  flag?: string
+  option: string
+  doc: string
+}
+
+export function configKeyTable(): ConfigKeyRow[] {
+  return CONFIG_SCHEMA.map((spec) => {
+    const row: ConfigKeyRow = {
+      key: spec.key,
+      type: describeType(spec),
+      default: JSON.stringify(spec.default),
+      env: envVarName(spec.key),
+      option: camelCaseKey(spec.key),
+      doc: spec.doc,
+    }
+    if ('flag' in spec) row.flag = spec.flag
+    return row
+  })
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+export type CheckResult<T = number | string> = { ok: true; value: T } | { ok: false; problem: string }
+
+function expectation(spec: ConfigKeySpec): string {
+  switch (spec.type) {
+    case 'integer':
+      if (spec.max === U32_MAX) {
+        if (spec.min === 0) return 'expected a non-negative integer'
+        if (spec.min === 1) return 'expected a positive integer'
+        return `expected an integer of at least ${spec.min}`
+      }
+      return `expected an integer between ${spec.min} and ${spec.max}`
+    case 'string':
+      return 'expected a non-empty string without whitespace'
+    case 'enum':
+      return `expected one of ${spec.values.map((v) => `"${v}"`).join(', ')}`
+  }
+}
+
+/** How a value is shown in an error message. */
+export function showValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (value === null || value === undefined) return String(value)
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object') return 'a mapping'
+  return String(value)
+}
+
+function fail(spec: ConfigKeySpec, value: unknown, hint = ''): CheckResult<never> {
+  return { ok: false, problem: `${expectation(spec)}, got ${showValue(value)}${hint}` }
+}
+
+/**
+ * Validates a typed value (from a YAML/JSON file or `Broker` options): integers
+ * must be numbers, strings must be strings. Enum values are matched without
+ * regard to case and returned in their canonical (lower) case.
+ */
+export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
+  switch (spec.type) {
+    case 'integer': {
+      if (typeof value !== 'number') {
+        const hint = typeof value === 'string' && /^\s*-?\d+\s*$/.test(value) ? ' (a string: remove the quotes)' : ''
+        return fail(spec, value, hint)
+      }
+      if (!Number.isInteger(value)) return fail(spec, value)
+      if (value < spec.min || value > spec.max) {
+        const bound = spec.max === U32_MAX && value > spec.max ? ` (at most ${spec.max})` : ''
+        return fail(spec, value, bound)
+      }
+      return { ok: true, value }
+    }
+    case 'string': {
+      if (typeof value !== 'string' || value.length === 0 || /[\s\u0000-\u001f]/.test(value)) return fail(spec, value)
+      return { ok: true, value }
+    }
+    case 'enum': {
+      if (typeof value !== 'string') return fail(spec, value)
+      const canonical = spec.values.find((v) => v === value.toLowerCase())
+      if (canonical === undefined) return fail(spec, value)
+      return { ok: true, value: canonical }
+    }
+  }
+}
+
+/**
+ * Parses and validates text (an environment variable or a command-line flag)
+ * by the key's type: integers must be plain decimal digits.
+ */
+export function parseText(spec: ConfigKeySpec, text: string): CheckResult {
+  if (spec.type === 'integer') {
+    const trimmed = text.trim()
+    if (!/^\d+$/.test(trimmed)) return fail(spec, text)
+    return checkValue(spec, Number(trimmed))
+  }
+  return checkValue(spec, text.trim())
+}
+
+/** The defaults of every key. */
+export function defaultConfig(): FbrokerConfig {
+  const out: Record<string, number | string> = {}
+  for (const spec of CONFIG_SCHEMA) out[spec.key] = spec.default
+  return out as FbrokerConfig
+}

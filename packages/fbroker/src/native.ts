@@ -1,0 +1,167 @@
+/**
+ * The only module that touches the native binding (`@fbroker/binding`).
+ *
+ * The interfaces below are declared by hand and must match the binding's
+ * generated `index.d.ts`. The binding is loaded lazily, on the first
+ * `Broker.start`, so config handling and the CLI's `--help`/`--version` work
+ * even where the native module is not built.
+ */
+
+export interface NativeListenerConfig {
+  protocol: 'tcp'
+  host: string
+  port: number
+}
+
+export interface NativeBrokerConfig {
+  listeners: NativeListenerConfig[]
+  /** 0 = unlimited */
+  maxConnections: number
+  /** bytes, whole packet */
+  maxPacketSize: number
+  /** per client, outbound QoS 1/2 window */
+  maxInflightMessages: number
+  /** per session (offline + over the inflight window); 0 = unlimited */
+  maxQueuedMessages: number
+  /** per session payload bytes; 0 = unlimited */
+  maxQueuedBytes: number
+  queueDropPolicy: 'drop_oldest' | 'drop_new'
+  /** 0 = unlimited */
+  maxTopicLevels: number
+  /** bytes */
+  maxTopicLength: number
+  maxClientIdLength: number
+  /** a socket that never sends CONNECT is closed after this long */
+  connectTimeoutMs: number
+  /** abandoned persistent (clean session = 0) sessions expire; 0 = never */
+  sessionExpirySecs: number
+  /** 0 = number of CPU cores */
+  workerThreads: number
+  /** Rust filters log events below this before crossing to JS */
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'
+}
+
+export interface NativeBoundListener {
+  protocol: string
+  host: string
+  port: number
+}
+
+export interface NativeSubscription {
+  topic: string
+  qos: number
+}
+
+export type NativeDisconnectReason =
+  | 'normal'
+  | 'keepAliveTimeout'
+  | 'takeover'
+  | 'protocolError'
+  | 'socketError'
+  | 'serverShutdown'
+  | 'administrative'
+  | 'connectTimeout'
+
+export interface NativeEvent {
+  kind: 'clientConnected' | 'clientDisconnected' | 'subscribed' | 'unsubscribed' | 'log' | 'panic'
+  clientId?: string
+  /** "ip:port" */
+  address?: string
+  username?: string
+  /** 3, 4 or 5 */
+  protocolVersion?: number
+  cleanSession?: boolean
+  sessionPresent?: boolean
+  keepAlive?: number
+  /** clientDisconnected: one of NativeDisconnectReason */
+  reason?: string
+  /** subscribed: only the granted subscriptions */
+  subscriptions?: NativeSubscription[]
+  /** unsubscribed */
+  topics?: string[]
+  /** log: trace|debug|info|warn|error */
+  level?: string
+  /** log / panic */
+  message?: string
+}
+
+export interface NativeStats {
+  connections: number
+  sessions: number
+  subscriptions: number
+  retainedMessages: number
+  messagesReceived: number
+  messagesSent: number
+  bytesReceived: number
+  bytesSent: number
+  /** messages dropped by offline/inflight queue limits (every drop counted) */
+  publishDropped: number
+  /** lifecycle events dropped because the JS event queue was full */
+  eventsDropped: number
+  uptimeSecs: number
+}
+
+export interface NativeOpenFileLimit {
+  soft: number
+  hard: number
+}
+
+export type NativeEventCallback = (err: Error | null, events: NativeEvent[]) => void
+
+/** A running native broker (an instance of the binding's `NativeBroker` class). */
+export interface NativeBroker {
+  listeners(): NativeBoundListener[]
+  /** Inject a message as if a client published it. Throws on an invalid topic name. */
+  publish(topic: string, payload: Buffer, qos: number, retain: boolean): void
+  /** True if a connected client had that id. Its will IS published (administrative disconnect). */
+  disconnectClient(clientId: string): boolean
+  stats(): NativeStats
+  /** Stop accepting, close every connection WITHOUT publishing wills, resolve when done. */
+  stop(): Promise<void>
+}
+
+/** The static side of the binding's `NativeBroker` class. */
+export interface NativeBrokerClass {
+  /** Binds every listener (port 0 = ephemeral) and starts serving. Rejects with an Error naming the listener on bind failure. */
+  start(config: NativeBrokerConfig, onEvents: NativeEventCallback): Promise<NativeBroker>
+}
+
+/** What `require('@fbroker/binding')` returns. */
+export interface NativeBinding {
+  NativeBroker: NativeBrokerClass
+  /** Raises the process soft RLIMIT_NOFILE to the hard limit; returns the resulting limits. */
+  raiseOpenFileLimit(): NativeOpenFileLimit
+}
+
+let binding: NativeBinding | undefined
+
+/**
+ * Loads `@fbroker/binding` (once). Throws an Error explaining how to build it
+ * when the native module is missing or fails to load; the loader's error is
+ * kept as `cause`.
+ */
+export function loadNativeBinding(): NativeBinding {
+  if (binding !== undefined) return binding
+  try {
+    binding = require('@fbroker/binding') as NativeBinding
+  } catch (cause) {
+    const detail = cause instanceof Error ? cause.message.split('\n')[0] : String(cause)
+    throw new Error(
+      `cannot load the fbroker native module (@fbroker/binding): ${detail}. ` +
+        'Build it with `npm run build -w @fbroker/binding` (needs a Rust toolchain), ' +
+        'or install a package that ships a prebuilt binary for this platform.',
+      { cause },
+    )
+  }
+  return binding
+}
+
+/** Starts a native broker. */
+export function startNativeBroker(config: NativeBrokerConfig, onEvents: NativeEventCallback): Promise<NativeBroker> {
+  return loadNativeBinding().NativeBroker.start(config, onEvents)
+}
+
+/** Raises the soft open-file limit to the hard limit (native); returns the resulting limits. */
+export function raiseOpenFileLimit(): NativeOpenFileLimit {
+  return loadNativeBinding().raiseOpenFileLimit()
+}
