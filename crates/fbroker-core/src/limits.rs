@@ -21,6 +21,6 @@ pub fn raise_open_file_limit() -> OpenFileLimit {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        OpenFileLimit { soft: lim.rlim_cur as u64, hard: lim.rlim_max as u64 }
+        OpenFileLimit { soft: lim.rlim_cur, hard: lim.rlim_max }
     }
 }

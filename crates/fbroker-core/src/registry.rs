@@ -61,11 +61,11 @@ impl Registry {
     pub fn detach(&self, router: &Router, session: &Arc<Session>, conn_id: u64) {
         let mut sessions = self.sessions.lock();
         let mut st = session.state.lock();
-        match &st.owner {
-            Some(owner) if owner.conn_id == conn_id => st.owner = None,
+        if !st.is_owned_by(conn_id) {
             // Taken over: the new owner has it now.
-            _ => return,
+            return;
         }
+        st.owner = None;
         if st.persistent {
             st.disconnected_at = Some(Instant::now());
             return;
@@ -122,5 +122,59 @@ fn unsubscribe_all(router: &Router, client_id: &ClientKey, filters: &[String]) {
     let mut trie = router.subscriptions.write();
     for filter in filters {
         trie.remove(filter, client_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::SubscriptionEntry;
+    use fbroker_codec::SubscriptionOptions;
+
+    fn subscribe(router: &Router, session: &Arc<Session>, filter: &str) {
+        let entry = SubscriptionEntry { options: SubscriptionOptions::default(), session: session.clone() };
+        router.subscriptions.write().insert(filter, session.client_id.clone(), entry);
+        session.state.lock().subscriptions.insert(filter.into(), SubscriptionOptions::default());
+    }
+
+    #[test]
+    fn mqtt_3_1_4_2_takeover_kicks_the_previous_connection() {
+        let (registry, router) = (Registry::default(), Router::default());
+        let first = ConnControl::new(1);
+        registry.attach(&router, "c", false, first.clone());
+        let second = ConnControl::new(2);
+        let attached = registry.attach(&router, "c", false, second);
+        assert_eq!(first.kicked(), Some(DisconnectReason::Takeover));
+        assert!(attached.session_present);
+        // The old connection's detach must not release the new owner's session.
+        registry.detach(&router, &attached.session, 1);
+        assert_eq!(attached.session.state.lock().owner.as_ref().map(|o| o.conn_id), Some(2));
+    }
+
+    #[test]
+    fn mqtt_3_1_2_6_clean_session_discards_the_old_session_and_its_subscriptions() {
+        let (registry, router) = (Registry::default(), Router::default());
+        let a = registry.attach(&router, "c", false, ConnControl::new(1));
+        subscribe(&router, &a.session, "x/#");
+        registry.detach(&router, &a.session, 1);
+        assert_eq!(router.subscriptions.read().len(), 1, "persistent subscriptions survive");
+        let b = registry.attach(&router, "c", true, ConnControl::new(2));
+        assert!(!b.session_present);
+        assert_eq!(router.subscriptions.read().len(), 0);
+        registry.detach(&router, &b.session, 2);
+        assert_eq!(registry.len(), 0, "a clean session ends with its connection");
+    }
+
+    #[test]
+    fn abandoned_persistent_sessions_expire() {
+        let (registry, router) = (Registry::default(), Router::default());
+        let a = registry.attach(&router, "gone", false, ConnControl::new(1));
+        subscribe(&router, &a.session, "t");
+        let b = registry.attach(&router, "online", false, ConnControl::new(2));
+        subscribe(&router, &b.session, "t");
+        registry.detach(&router, &a.session, 1);
+        assert_eq!(registry.expire(&router, Duration::ZERO), 1);
+        assert_eq!(registry.len(), 1, "the connected session stays");
+        assert_eq!(router.subscriptions.read().len(), 1);
     }
 }

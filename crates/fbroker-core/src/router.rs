@@ -82,3 +82,64 @@ impl Router {
         (targets.len() as u64, dropped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueDropPolicy;
+    use crate::message::Message;
+    use crate::session::ConnControl;
+    use bytes::Bytes;
+
+    const LIMITS: QueueLimits = QueueLimits { max_messages: 100, max_bytes: 0, policy: QueueDropPolicy::DropOldest };
+
+    fn subscribe(router: &Router, session: &Arc<Session>, filter: &str, qos: QoS) {
+        let options = SubscriptionOptions { qos, ..Default::default() };
+        router.subscriptions.write().insert(filter, session.client_id.clone(), SubscriptionEntry { options, session: session.clone() });
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_one_copy_at_the_highest_granted_qos() {
+        let router = Router::default();
+        let s = Session::new("s".into(), false, ConnControl::new(1));
+        subscribe(&router, &s, "a/#", QoS::AtMostOnce);
+        subscribe(&router, &s, "a/+", QoS::ExactlyOnce);
+        subscribe(&router, &s, "a/b", QoS::AtLeastOnce);
+        let msg = Message::new("a/b".into(), Bytes::from_static(b"x"), QoS::ExactlyOnce, false);
+        assert_eq!(router.route(&msg, &LIMITS), (1, 0));
+        let st = s.state.lock();
+        assert_eq!(st.queue.len(), 1);
+        assert_eq!(st.queue.front().unwrap().qos, QoS::ExactlyOnce);
+    }
+
+    #[test]
+    fn mqtt_3_3_5_1_delivery_qos_is_the_minimum_of_publish_and_granted() {
+        let router = Router::default();
+        let s = Session::new("s".into(), false, ConnControl::new(1));
+        subscribe(&router, &s, "t", QoS::ExactlyOnce);
+        router.route(&Message::new("t".into(), Bytes::from_static(b"x"), QoS::AtLeastOnce, false), &LIMITS);
+        assert_eq!(s.state.lock().queue.front().unwrap().qos, QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn many_subscribers_are_each_served_once() {
+        let router = Router::default();
+        let sessions: Vec<_> = (0..50).map(|i| Session::new(format!("s{i}").into(), false, ConnControl::new(i))).collect();
+        for s in &sessions {
+            subscribe(&router, s, "t/#", QoS::AtMostOnce);
+            subscribe(&router, s, "t/+", QoS::AtLeastOnce);
+        }
+        let msg = Message::new("t/x".into(), Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+        assert_eq!(router.route(&msg, &LIMITS), (50, 0));
+        assert!(sessions.iter().all(|s| s.state.lock().queue.len() == 1));
+    }
+
+    #[test]
+    fn mqtt_3_3_1_10_empty_retained_payload_clears_the_topic() {
+        let router = Router::default();
+        router.retain(&Message::new("t".into(), Bytes::from_static(b"x"), QoS::AtMostOnce, true));
+        assert_eq!(router.retained.read().len(), 1);
+        router.retain(&Message::new("t".into(), Bytes::new(), QoS::AtMostOnce, true));
+        assert_eq!(router.retained.read().len(), 0);
+    }
+}

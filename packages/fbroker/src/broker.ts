@@ -280,7 +280,9 @@ export class Broker extends EventEmitter {
     return this.#native
   }
 
-  #dispatch(err: Error | null, events: NativeEvent[] | undefined): void {
+  #dispatch(err: Error | null | NativeEvent[], events: NativeEvent[] | undefined): void {
+    // Tolerate a callback that delivers the batch as its only argument.
+    if (Array.isArray(err)) [err, events] = [null, err]
     if (err) {
       this.#logger.error({ err }, 'native event delivery failed')
       return

@@ -103,7 +103,7 @@ impl Connection {
             // connection that just lost its session to a takeover cannot
             // re-point the new owner's subscriptions at the old session.
             let mut st = self.session.state.lock();
-            if !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+            if !st.is_owned_by(self.control.conn_id) {
                 return Flow::Close(DisconnectReason::Takeover);
             }
             let mut trie = self.state.router.subscriptions.write();
@@ -146,7 +146,7 @@ impl Connection {
         let mut removed = Vec::new();
         {
             let mut st = self.session.state.lock();
-            if !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+            if !st.is_owned_by(self.control.conn_id) {
                 return Flow::Close(DisconnectReason::Takeover);
             }
             let mut trie = self.state.router.subscriptions.write();

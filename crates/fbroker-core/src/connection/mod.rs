@@ -292,7 +292,7 @@ impl Connection {
         }
         let max_inflight = self.state.config.max_inflight_messages.max(1);
         let mut st = self.session.state.lock();
-        if st.queue.is_empty() || !st.owner.as_ref().is_some_and(|o| o.conn_id == self.control.conn_id) {
+        if st.queue.is_empty() || !st.is_owned_by(self.control.conn_id) {
             return;
         }
         let mut sent = 0;

@@ -92,3 +92,50 @@ impl OutboundInflight {
         self.entries.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+
+    fn entry(inflight: &mut OutboundInflight, qos: QoS) -> u16 {
+        let packet_id = inflight.allocate_packet_id();
+        let stage = if qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+        let msg = Message::new("t".into(), Bytes::new(), qos, false);
+        inflight.push(InflightEntry { packet_id, msg, qos, retain: false, stage });
+        packet_id
+    }
+
+    #[test]
+    fn mqtt_2_3_1_2_packet_ids_are_unique_among_inflight_and_skip_zero() {
+        let mut inflight = OutboundInflight { last_packet_id: u16::MAX - 1, ..Default::default() };
+        let a = entry(&mut inflight, QoS::AtLeastOnce);
+        let b = entry(&mut inflight, QoS::AtLeastOnce);
+        assert_eq!((a, b), (u16::MAX, 1), "wraps past 0");
+        inflight.last_packet_id = 0;
+        assert_eq!(inflight.allocate_packet_id(), 2, "1 is in flight, so it is skipped");
+    }
+
+    #[test]
+    fn qos2_flow_moves_through_its_stages_in_order() {
+        let mut inflight = OutboundInflight::default();
+        let id = entry(&mut inflight, QoS::ExactlyOnce);
+        assert!(!inflight.pubcomp(id), "PUBCOMP before PUBREC does not complete");
+        assert!(!inflight.puback(id), "PUBACK does not complete a QoS 2 message");
+        assert!(inflight.pubrec(id));
+        assert_eq!(inflight.iter().next().unwrap().stage, Stage::AwaitingPubComp);
+        assert!(inflight.pubcomp(id));
+        assert!(inflight.is_empty());
+    }
+
+    #[test]
+    fn puback_removes_only_its_own_message() {
+        let mut inflight = OutboundInflight::default();
+        let a = entry(&mut inflight, QoS::AtLeastOnce);
+        let b = entry(&mut inflight, QoS::AtLeastOnce);
+        assert!(inflight.puback(b));
+        assert!(!inflight.puback(b), "a second PUBACK is ignored");
+        assert_eq!(inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(), vec![a]);
+    }
+}

@@ -70,6 +70,14 @@ pub struct SessionState {
     pub disconnected_at: Option<Instant>,
 }
 
+impl SessionState {
+    /// Whether the connection `conn_id` still owns this session (it may
+    /// have lost it to a takeover it has not noticed yet).
+    pub fn is_owned_by(&self, conn_id: u64) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.conn_id == conn_id)
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,

@@ -148,9 +148,9 @@ export const CONFIG_SCHEMA = [
     key: 'max_client_id_length',
     type: 'integer',
     default: 65_535,
-    min: 23,
+    min: 1,
     max: 65_535,
-    doc: 'Longest client identifier accepted, in bytes. MQTT requires brokers to accept at least 23.',
+    doc: 'Longest client identifier accepted, in bytes; longer ones are refused (CONNACK "identifier rejected"). MQTT expects brokers to accept at least 23.',
   },
   {
     key: 'connect_timeout_ms',

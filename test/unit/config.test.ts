@@ -1,0 +1,390 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import * as path from 'node:path'
+import { after, describe, test } from 'node:test'
+import {
+  CONFIG_SCHEMA,
+  ConfigError,
+  configKeyTable,
+  loadConfig,
+  resolveBrokerSettings,
+  type FbrokerConfig,
+} from 'fbroker'
+
+const dir = mkdtempSync(path.join(tmpdir(), 'fbroker-config-test-'))
+after(() => rmSync(dir, { recursive: true, force: true }))
+
+let counter = 0
+/** Writes `text` to a fresh file with extension `ext` and returns its absolute path. */
+function file(ext: string, text: string): string {
+  const p = path.join(dir, `config-${++counter}${ext}`)
+  writeFileSync(p, text)
+  return p
+}
+
+/** Runs `fn`, which must throw a ConfigError, and returns that error. */
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`)
+    return err
+  }
+  assert.fail('expected a ConfigError, nothing was thrown')
+}
+
+const DEFAULTS: FbrokerConfig = {
+  host: '0.0.0.0',
+  port: 1883,
+  log_level: 'info',
+  log_format: 'auto',
+  max_connections: 100_000,
+  max_packet_size: 1_048_576,
+  max_inflight_messages: 20,
+  max_queued_messages: 1000,
+  max_queued_bytes: 0,
+  queue_drop_policy: 'drop_oldest',
+  max_topic_levels: 128,
+  max_topic_length: 65_535,
+  max_client_id_length: 65_535,
+  connect_timeout_ms: 10_000,
+  session_expiry_secs: 7200,
+  worker_threads: 0,
+}
+
+describe('defaults and schema', () => {
+  test('no file, env or flags gives the documented defaults', () => {
+    const loaded = loadConfig({ env: {} })
+    assert.deepEqual({ ...loaded.config }, DEFAULTS)
+    assert.equal(loaded.file, undefined)
+    assert.deepEqual(loaded.warnings, [])
+    for (const key of Object.keys(DEFAULTS)) assert.equal(loaded.origins[key as keyof FbrokerConfig], 'default', key)
+  })
+
+  test('the resolved config is frozen', () => {
+    const loaded = loadConfig({ env: {} })
+    assert.ok(Object.isFrozen(loaded.config))
+  })
+
+  test('every schema entry has a unique key, a doc, and a default that passes its own validation', () => {
+    const keys = CONFIG_SCHEMA.map((s) => s.key)
+    assert.equal(new Set(keys).size, keys.length)
+    assert.deepEqual([...keys].sort(), Object.keys(DEFAULTS).sort())
+    for (const spec of CONFIG_SCHEMA) {
+      assert.ok(spec.doc.length > 20, `${spec.key} needs a doc`)
+      // Feeding each default back in as a flag must be accepted unchanged.
+      const loaded = loadConfig({ env: {}, flags: { [spec.key]: String(spec.default) } })
+      assert.equal(loaded.config[spec.key], spec.default, spec.key)
+    }
+  })
+
+  test('configKeyTable has a row per key with its env variable and flag', () => {
+    const rows = configKeyTable()
+    assert.equal(rows.length, CONFIG_SCHEMA.length)
+    const inflight = rows.find((r) => r.key === 'max_inflight_messages')
+    assert.deepEqual(inflight && { env: inflight.env, option: inflight.option, default: inflight.default, type: inflight.type }, {
+      env: 'FBROKER_MAX_INFLIGHT_MESSAGES',
+      option: 'maxInflightMessages',
+      default: '20',
+      type: 'integer (1–65535)',
+    })
+    assert.equal(rows.find((r) => r.key === 'port')?.flag, '--port')
+    assert.equal(rows.find((r) => r.key === 'log_level')?.flag, '--log-level')
+    assert.equal(rows.find((r) => r.key === 'max_connections')?.flag, undefined)
+  })
+
+  test('toBrokerOptions converts every key to camelCase', () => {
+    const options = loadConfig({ env: {}, flags: { port: '1999' } }).toBrokerOptions()
+    assert.equal(options.port, 1999)
+    assert.equal(options.maxInflightMessages, 20)
+    assert.equal(options.sessionExpirySecs, 7200)
+    assert.equal(options.connectTimeoutMs, 10_000)
+    assert.equal(options.queueDropPolicy, 'drop_oldest')
+    assert.equal(Object.keys(options).length, CONFIG_SCHEMA.length)
+    assert.ok(Object.keys(options).every((k) => !k.includes('_')))
+  })
+})
+
+describe('config files', () => {
+  test('a YAML file sets keys; the rest keep their defaults', () => {
+    const p = file(
+      '.yaml',
+      ['# fbroker', 'port: 1884', 'host: 127.0.0.1', 'max_inflight_messages: 50', 'queue_drop_policy: drop_new', 'log_level: debug', ''].join('\n'),
+    )
+    const loaded = loadConfig({ file: p, env: {} })
+    assert.equal(loaded.file, p)
+    assert.deepEqual({ ...loaded.config }, {
+      ...DEFAULTS,
+      port: 1884,
+      host: '127.0.0.1',
+      max_inflight_messages: 50,
+      queue_drop_policy: 'drop_new',
+      log_level: 'debug',
+    })
+    assert.equal(loaded.origins.port, 'file')
+    assert.equal(loaded.origins.max_connections, 'default')
+  })
+
+  test('.yml is YAML too', () => {
+    const loaded = loadConfig({ file: file('.yml', 'max_queued_bytes: 65536\n'), env: {} })
+    assert.equal(loaded.config.max_queued_bytes, 65_536)
+  })
+
+  test('a JSON file sets keys', () => {
+    const p = file('.json', JSON.stringify({ port: 8883, max_connections: 10, log_format: 'json' }))
+    const loaded = loadConfig({ file: p, env: {} })
+    assert.equal(loaded.config.port, 8883)
+    assert.equal(loaded.config.max_connections, 10)
+    assert.equal(loaded.config.log_format, 'json')
+    assert.equal(loaded.config.max_inflight_messages, 20)
+  })
+
+  test('an empty YAML file means all defaults', () => {
+    const loaded = loadConfig({ file: file('.yaml', '# nothing set\n'), env: {} })
+    assert.deepEqual({ ...loaded.config }, DEFAULTS)
+  })
+
+  test('a relative path is resolved against the current directory', () => {
+    const p = file('.yaml', 'port: 1885\n')
+    const loaded = loadConfig({ file: path.relative(process.cwd(), p), env: {} })
+    assert.equal(loaded.file, p)
+    assert.equal(loaded.config.port, 1885)
+  })
+})
+
+describe('precedence: flag > env > file > default', () => {
+  const fileText = 'port: 1000\nmax_connections: 10\nlog_level: debug\nmax_queued_messages: 7\n'
+
+  test('file beats default', () => {
+    const loaded = loadConfig({ file: file('.yaml', fileText), env: {} })
+    assert.equal(loaded.config.port, 1000)
+    assert.equal(loaded.config.max_connections, 10)
+    assert.equal(loaded.config.log_level, 'debug')
+  })
+
+  test('env beats file', () => {
+    const env = { FBROKER_PORT: '2000', FBROKER_MAX_CONNECTIONS: '20', FBROKER_LOG_LEVEL: 'warn' }
+    const loaded = loadConfig({ file: file('.yaml', fileText), env })
+    assert.equal(loaded.config.port, 2000)
+    assert.equal(loaded.config.max_connections, 20)
+    assert.equal(loaded.config.log_level, 'warn')
+    assert.equal(loaded.origins.port, 'env')
+    // A key the environment does not set keeps the file's value.
+    assert.equal(loaded.config.max_queued_messages, 7)
+    assert.equal(loaded.origins.max_queued_messages, 'file')
+  })
+
+  test('flag beats env and file', () => {
+    const env = { FBROKER_PORT: '2000', FBROKER_MAX_CONNECTIONS: '20', FBROKER_LOG_LEVEL: 'warn' }
+    const loaded = loadConfig({ file: file('.yaml', fileText), env, flags: { port: '3000', log_level: 'error', host: undefined } })
+    assert.equal(loaded.config.port, 3000)
+    assert.equal(loaded.config.log_level, 'error')
+    assert.equal(loaded.origins.port, 'flag')
+    // Keys without a flag value keep the env's, then the file's, then the default.
+    assert.equal(loaded.config.max_connections, 20)
+    assert.equal(loaded.config.max_queued_messages, 7)
+    assert.equal(loaded.config.host, '0.0.0.0')
+    assert.equal(loaded.origins.host, 'default')
+  })
+
+  test('flags may be numbers as well as strings', () => {
+    assert.equal(loadConfig({ env: {}, flags: { port: 4000 } }).config.port, 4000)
+  })
+})
+
+describe('environment variables', () => {
+  test('values are parsed by the key type: trimmed integers, case-insensitive enums', () => {
+    const loaded = loadConfig({
+      env: { FBROKER_MAX_INFLIGHT_MESSAGES: ' 42 ', FBROKER_LOG_LEVEL: 'DEBUG', FBROKER_QUEUE_DROP_POLICY: 'drop_new', FBROKER_HOST: '::1' },
+    })
+    assert.equal(loaded.config.max_inflight_messages, 42)
+    assert.equal(loaded.config.log_level, 'debug')
+    assert.equal(loaded.config.queue_drop_policy, 'drop_new')
+    assert.equal(loaded.config.host, '::1')
+  })
+
+  test('an empty variable counts as unset', () => {
+    const loaded = loadConfig({ env: { FBROKER_PORT: '' } })
+    assert.equal(loaded.config.port, 1883)
+    assert.equal(loaded.origins.port, 'default')
+  })
+
+  test('an invalid integer names the variable, the key and the value', () => {
+    const err = configError(() => loadConfig({ env: { FBROKER_MAX_CONNECTIONS: 'abc' } }))
+    assert.equal(
+      err.message,
+      'config error in environment variable FBROKER_MAX_CONNECTIONS: key "max_connections": expected a non-negative integer, got "abc"',
+    )
+    assert.deepEqual(err.issues[0]?.source, { kind: 'env', variable: 'FBROKER_MAX_CONNECTIONS' })
+  })
+
+  test('negative, fractional and out-of-range numbers are rejected', () => {
+    for (const [variable, value] of [
+      ['FBROKER_PORT', '-1'],
+      ['FBROKER_PORT', '65536'],
+      ['FBROKER_MAX_INFLIGHT_MESSAGES', '0'],
+      ['FBROKER_MAX_PACKET_SIZE', '1.5'],
+      ['FBROKER_MAX_PACKET_SIZE', '1e6'],
+      ['FBROKER_MAX_CLIENT_ID_LENGTH', '0'],
+      ['FBROKER_MAX_QUEUED_BYTES', '4294967296'],
+    ] as const) {
+      const err = configError(() => loadConfig({ env: { [variable]: value } }))
+      assert.match(err.message, new RegExp(`^config error in environment variable ${variable}: key "[a-z_]+": expected `), value)
+      assert.ok(err.message.includes(`got "${value}"`) || err.message.includes(`got ${value}`), err.message)
+    }
+  })
+
+  test('an invalid enum value lists the allowed values', () => {
+    const err = configError(() => loadConfig({ env: { FBROKER_QUEUE_DROP_POLICY: 'drop_all' } }))
+    assert.match(err.message, /FBROKER_QUEUE_DROP_POLICY/)
+    assert.match(err.message, /expected one of "drop_oldest", "drop_new", got "drop_all"/)
+  })
+
+  test('an FBROKER_ variable that names no key is a warning with a suggestion, not an error', () => {
+    const loaded = loadConfig({ env: { FBROKER_MAX_CONECTIONS: '5', FBROKER_SOMETHING_ELSE: '1', OTHER: 'x' } })
+    assert.equal(loaded.config.max_connections, 100_000)
+    assert.equal(loaded.warnings.length, 2)
+    assert.match(loaded.warnings[0] ?? '', /FBROKER_MAX_CONECTIONS .*did you mean FBROKER_MAX_CONNECTIONS\?/)
+    assert.doesNotMatch(loaded.warnings[1] ?? '', /did you mean/)
+  })
+
+  test('env defaults to process.env', (t) => {
+    t.after(() => {
+      delete process.env.FBROKER_WORKER_THREADS
+    })
+    process.env.FBROKER_WORKER_THREADS = '3'
+    assert.equal(loadConfig().config.worker_threads, 3)
+  })
+})
+
+describe('errors name the key and the source', () => {
+  test('an unknown key names the file, the line and the key, and suggests the near miss', () => {
+    const p = file('.yaml', 'port: 1883\nmax_inflight_mesages: 5\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(err.message, `config error in ${p}:2: key "max_inflight_mesages": unknown key; did you mean "max_inflight_messages"?`)
+    assert.deepEqual(err.issues[0]?.source, { kind: 'file', path: p, line: 2 })
+    assert.equal(err.issues[0]?.key, 'max_inflight_mesages')
+  })
+
+  test('a key in another spelling style is recognised as a near miss', () => {
+    const err = configError(() => loadConfig({ file: file('.yaml', 'maxInflightMessages: 5\n'), env: {} }))
+    assert.match(err.message, /key "maxInflightMessages": unknown key; did you mean "max_inflight_messages"\?/)
+  })
+
+  test('an unknown key with no near miss lists the known keys instead', () => {
+    const p = file('.json', '{"listeners": []}')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.ok(err.message.startsWith(`config error in ${p}: key "listeners": unknown key; known keys are: host, port,`), err.message)
+    assert.doesNotMatch(err.message, /did you mean/)
+  })
+
+  test('a wrong type in YAML names the file, the line and the key', () => {
+    const p = file('.yaml', 'port: 1883\n\nmax_inflight_messages: abc\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(err.message, `config error in ${p}:3: key "max_inflight_messages": expected an integer between 1 and 65535, got "abc"`)
+  })
+
+  test('a wrong type in JSON names the file and the key', () => {
+    const p = file('.json', JSON.stringify({ max_connections: 'many' }))
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(err.message, `config error in ${p}: key "max_connections": expected a non-negative integer, got "many"`)
+  })
+
+  test('a quoted number, a fraction, a list, null and an empty host are all rejected', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['port: "1883"', /key "port": expected an integer between 0 and 65535, got "1883" \(a string: remove the quotes\)/],
+      ['max_packet_size: 1.5', /key "max_packet_size": expected an integer between 2 and 268435455, got 1\.5/],
+      ['max_topic_levels: [1, 2]', /key "max_topic_levels": expected an integer between 0 and 65535, got a list/],
+      ['connect_timeout_ms:', /key "connect_timeout_ms": expected a positive integer, got null/],
+      ['host: ""', /key "host": expected a non-empty string without whitespace, got ""/],
+      ['log_format: colourful', /key "log_format": expected one of "auto", "pretty", "json", got "colourful"/],
+      ['max_packet_size: 268435456', /key "max_packet_size": expected an integer between 2 and 268435455, got 268435456/],
+    ]
+    for (const [text, expected] of cases) {
+      const p = file('.yaml', `${text}\n`)
+      const err = configError(() => loadConfig({ file: p, env: {} }))
+      assert.ok(err.message.startsWith(`config error in ${p}:1: `), err.message)
+      assert.match(err.message, expected)
+    }
+  })
+
+  test('every problem of every source is reported at once', () => {
+    const p = file('.yaml', 'port: x\nmax_conections: 1\n')
+    const err = configError(() => loadConfig({ file: p, env: { FBROKER_WORKER_THREADS: 'lots' }, flags: { log_level: 'loud' } }))
+    assert.equal(err.issues.length, 4)
+    const lines = err.message.split('\n')
+    assert.equal(lines.length, 4)
+    assert.ok(lines[0]?.startsWith(`config error in ${p}:1: key "port"`))
+    assert.ok(lines[1]?.startsWith(`config error in ${p}:2: key "max_conections"`))
+    assert.ok(lines[2]?.startsWith('config error in environment variable FBROKER_WORKER_THREADS: key "worker_threads"'))
+    assert.ok(lines[3]?.startsWith('config error in command-line flag --log-level: key "log_level"'))
+  })
+
+  test('an invalid flag value names the flag', () => {
+    const err = configError(() => loadConfig({ env: {}, flags: { port: '70000' } }))
+    assert.equal(err.message, 'config error in command-line flag --port: key "port": expected an integer between 0 and 65535, got 70000')
+  })
+
+  test('a YAML syntax error names the file and the line', () => {
+    const p = file('.yaml', 'port: 1883\nhost: [127.0.0.1\nmax_connections: 5\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.match(err.message, new RegExp(`^config error in ${escapeRegExp(p)}:\\d+: YAML syntax error`))
+    const line = (err.issues[0]?.source as { line?: number }).line
+    assert.ok(line === 2 || line === 3, `line ${line}`)
+  })
+
+  test('a duplicated YAML key is a syntax error', () => {
+    const p = file('.yaml', 'port: 1\nport: 2\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.match(err.message, new RegExp(`^config error in ${escapeRegExp(p)}:2: YAML syntax error`))
+  })
+
+  test('a JSON syntax error names the file and the line', () => {
+    const p = file('.json', '{\n  "port": 1883,\n}\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.match(err.message, new RegExp(`^config error in ${escapeRegExp(p)}:3: JSON syntax error`))
+  })
+
+  test('a missing file is named', () => {
+    const p = path.join(dir, 'does-not-exist.yaml')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(err.message, `config error in ${p}: config file not found`)
+  })
+
+  test('a top level that is not a mapping is rejected', () => {
+    const p = file('.yaml', '- port: 1\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(err.message, `config error in ${p}: expected a mapping of config keys at the top level, got a list`)
+  })
+
+  test('an unsupported file extension is rejected', () => {
+    const p = file('.toml', 'port = 1\n')
+    const err = configError(() => loadConfig({ file: p, env: {} }))
+    assert.match(err.message, /unsupported config file type "\.toml"/)
+    assert.ok(err.message.startsWith(`config error in ${p}: `))
+  })
+})
+
+describe('Broker options validation', () => {
+  test('fills in defaults and keeps given values', () => {
+    const settings = resolveBrokerSettings({ port: 0, maxInflightMessages: 3, logger: undefined }, ['logger'])
+    assert.equal(settings.port, 0)
+    assert.equal(settings.maxInflightMessages, 3)
+    assert.equal(settings.maxConnections, 100_000)
+  })
+
+  test('an unknown option suggests the camelCase name', () => {
+    const err = configError(() => resolveBrokerSettings({ max_inflight_messages: 3 }))
+    assert.equal(err.message, 'config error in Broker options: key "max_inflight_messages": unknown option; did you mean "maxInflightMessages"?')
+  })
+
+  test('a value of the wrong type is rejected', () => {
+    const err = configError(() => resolveBrokerSettings({ port: '1883' }))
+    assert.match(err.message, /^config error in Broker options: key "port": expected an integer between 0 and 65535, got "1883"/)
+  })
+})
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
