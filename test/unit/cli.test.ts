@@ -115,29 +115,53 @@ function freePort(): Promise<number> {
   })
 }
 
-/** Resolves with the first JSON log line on the child's stdout whose msg matches `pattern`. */
-function waitForLog(child: ChildProcessWithoutNullStreams, pattern: RegExp, timeoutMs: number): Promise<{ msg: string }> {
-  return new Promise((resolve, reject) => {
-    const seen: string[] = []
-    const lines = createInterface({ input: child.stdout })
-    const timer = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; got:\n${seen.join('\n')}`)), timeoutMs)
-    const onExit = (code: number | null) => reject(new Error(`fbroker exited (${code}) before logging ${pattern}; got:\n${seen.join('\n')}`))
-    child.once('exit', onExit)
-    lines.on('line', (line) => {
-      seen.push(line)
-      let entry: { msg?: unknown }
+interface LogEntry {
+  msg: string
+  [field: string]: unknown
+}
+
+/** Collects the JSON log lines of a child's stdout; `waitFor` looks at past and future lines. */
+class LogWatcher {
+  readonly entries: LogEntry[] = []
+  readonly raw: string[] = []
+  #waiters: Array<{ pattern: RegExp; resolve: (e: LogEntry) => void }> = []
+
+  constructor(child: ChildProcessWithoutNullStreams) {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      this.raw.push(line)
+      let entry: LogEntry
       try {
-        entry = JSON.parse(line) as { msg?: unknown }
+        entry = JSON.parse(line) as LogEntry
       } catch {
         return
       }
-      if (typeof entry.msg === 'string' && pattern.test(entry.msg)) {
-        clearTimeout(timer)
-        child.off('exit', onExit)
-        resolve(entry as { msg: string })
-      }
+      if (typeof entry.msg !== 'string') return
+      this.entries.push(entry)
+      this.#waiters = this.#waiters.filter((w) => {
+        if (!w.pattern.test(entry.msg)) return true
+        w.resolve(entry)
+        return false
+      })
     })
-  })
+  }
+
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<LogEntry> {
+    const seen = this.entries.find((e) => pattern.test(e.msg))
+    if (seen !== undefined) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; stdout so far:\n${this.raw.join('\n')}`)),
+        timeoutMs,
+      )
+      this.#waiters.push({
+        pattern,
+        resolve: (e) => {
+          clearTimeout(timer)
+          resolve(e)
+        },
+      })
+    })
+  }
 }
 
 describe('fbroker start with the native binding', () => {
@@ -146,7 +170,9 @@ describe('fbroker start with the native binding', () => {
     { skip: bindingBuilt ? false : 'packages/binding has no built .node module', timeout: 30_000 },
     async () => {
       const port = await freePort()
-      const child = spawn(process.execPath, [cli, 'start', '--port', String(port), '--host', '127.0.0.1'], {
+      const config = path.join(dir, 'live.yaml')
+      writeFileSync(config, 'max_inflight_messages: 7\nmax_queued_messages: 50\nport: 1\n')
+      const child = spawn(process.execPath, [cli, 'start', '--config', config, '--port', String(port), '--host', '127.0.0.1'], {
         cwd: dir,
         env: cleanEnv({ FBROKER_LOG_FORMAT: 'json' }),
         stdio: 'pipe',
@@ -154,9 +180,21 @@ describe('fbroker start with the native binding', () => {
       let stderr = ''
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+      const logs = new LogWatcher(child)
       try {
-        const banner = await waitForLog(child, /^listening on mqtt:\/\//, 15_000)
-        assert.equal(banner.msg, `listening on mqtt://127.0.0.1:${port}`)
+        const listening = await Promise.race([
+          logs.waitFor(/^listening on mqtt:\/\//, 15_000),
+          exited.then((code) => assert.fail(`fbroker exited (${code}) before listening:\n${logs.raw.join('\n')}\n${stderr}`)),
+        ])
+        // The flag's port beats the file's.
+        assert.equal(listening.msg, `listening on mqtt://127.0.0.1:${port}`)
+        const version = await logs.waitFor(/^fbroker /, 1000)
+        assert.ok(version.msg.startsWith(`fbroker ${pkg.version} `), version.msg)
+        assert.equal(version.config_file, config)
+        const limits = await logs.waitFor(/^limits: /, 1000)
+        assert.match(limits.msg, /max_inflight_messages=7 max_queued_messages=50 /)
+        assert.match(limits.msg, /open_files=\d+\/\d+ \(soft\/hard\)/)
+        assert.equal((limits.limits as { max_inflight_messages: number }).max_inflight_messages, 7)
 
         const client = await connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'cli-test', reconnectPeriod: 0, connectTimeout: 5000 })
         try {
@@ -171,10 +209,10 @@ describe('fbroker start with the native binding', () => {
           await client.endAsync()
         }
 
-        const stopping = waitForLog(child, /^received SIGTERM/, 10_000)
         child.kill('SIGTERM')
-        await stopping
         assert.equal(await exited, 0, stderr)
+        await logs.waitFor(/^received SIGTERM/, 1000)
+        await logs.waitFor(/^broker stopped/, 1000)
       } finally {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
       }

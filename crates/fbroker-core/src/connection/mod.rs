@@ -261,6 +261,12 @@ impl Connection {
         if let Flow::Close(reason) = flow? {
             return Err(reason);
         }
+        if self.read_buf.is_empty() && total < READ_CHUNK / 2 {
+            // An idle client (pings, the odd publish) should not pin a read
+            // buffer between packets: with many thousands of connections
+            // that buffer would dominate the broker's memory.
+            self.read_buf = BytesMut::new();
+        }
         if peer_closed {
             return Err(DisconnectReason::SocketError);
         }
