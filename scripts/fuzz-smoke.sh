@@ -14,7 +14,8 @@ case "$secs" in
 esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root/fuzz" || exit 2
+cd "$root" || exit 2
+dir=(--fuzz-dir "$root/fuzz")
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)
@@ -25,13 +26,13 @@ else
   build_flags=(-s none)
 fi
 
-targets="$("${fuzz[@]}" list)" || { echo "fuzz-smoke: cargo fuzz list failed" >&2; exit 2; }
-"${fuzz[@]}" build ${build_flags[@]+"${build_flags[@]}"} || { echo "fuzz-smoke: build failed" >&2; exit 1; }
+targets="$("${fuzz[@]}" list "${dir[@]}")" || { echo "fuzz-smoke: cargo fuzz list failed" >&2; exit 2; }
+"${fuzz[@]}" build "${dir[@]}" ${build_flags[@]+"${build_flags[@]}"} || { echo "fuzz-smoke: build failed" >&2; exit 1; }
 
 failed=()
 for target in $targets; do
   echo "== fuzz-smoke: $target for ${secs}s"
-  if ! "${fuzz[@]}" run ${build_flags[@]+"${build_flags[@]}"} "$target" -- -max_total_time="$secs"; then
+  if ! "${fuzz[@]}" run "${dir[@]}" ${build_flags[@]+"${build_flags[@]}"} "$target" -- -max_total_time="$secs"; then
     failed+=("$target")
   fi
 done

@@ -80,8 +80,7 @@ pub(crate) fn decode_connect(mut r: Reader) -> Result<Packet, DecodeError> {
     // [MQTT-3.1.3-1] payload order: client id, will, user name, password.
     let client_id = r.string()?;
     let will = if will_flag {
-        let properties =
-            if v5 { decode_properties(&mut r, PropertyContext::Will)? } else { Properties::default() };
+        let properties = if v5 { decode_properties(&mut r, PropertyContext::Will)? } else { Properties::default() };
         let topic = r.utf8()?;
         let payload = r.binary()?;
         Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
@@ -190,8 +189,12 @@ pub(crate) fn encode_connect(c: &Connect, out: &mut BytesMut) -> Result<(), Enco
 
 /// Decodes the body of a CONNACK.
 pub(crate) fn decode_connack(mut r: Reader, version: ProtocolVersion) -> Result<Packet, DecodeError> {
-    let flags = r.u8()?;
-    if flags & 0xFE != 0 {
+    let mut flags = r.u8()?;
+    if version == ProtocolVersion::V3_1 {
+        // MQTT 3.1 has no Session Present flag: the first byte is reserved
+        // and not used.
+        flags = 0;
+    } else if flags & 0xFE != 0 {
         // 3.1.1 section 3.2.2.1 / 5.0 section 3.2.2.1: bits 7-1 reserved.
         return Err(DecodeError::Malformed("CONNACK reserved flags set"));
     }
@@ -221,7 +224,8 @@ pub(crate) fn encode_connack(c: &ConnAck, version: ProtocolVersion, out: &mut By
     let props = if version.is_v5() { properties_len(&c.properties) } else { 0 };
     let remaining = if version.is_v5() { 2 + properties_section_len(props) } else { 2 };
     put_header(out, CONNACK << 4, remaining)?;
-    out.put_u8(c.session_present as u8);
+    // MQTT 3.1 has no Session Present flag.
+    out.put_u8((c.session_present && version != ProtocolVersion::V3_1) as u8);
     out.put_u8(c.code);
     if version.is_v5() {
         put_properties(out, &c.properties, props)?;

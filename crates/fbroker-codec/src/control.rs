@@ -93,7 +93,11 @@ pub(crate) fn disconnect_remaining_len(d: &Disconnect, version: ProtocolVersion)
     }
 }
 
-pub(crate) fn encode_disconnect(d: &Disconnect, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+pub(crate) fn encode_disconnect(
+    d: &Disconnect,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
     if version.is_v5() {
         encode_reason_and_props(DISCONNECT, d.reason_code, &d.properties, true, out)
     } else {

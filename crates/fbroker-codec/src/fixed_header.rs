@@ -56,11 +56,7 @@ pub(crate) enum HeaderStatus {
 /// the size limit as soon as the remaining length is complete, so neither a
 /// bad packet type nor an oversized packet is ever buffered.
 #[inline]
-pub(crate) fn parse(
-    buf: &[u8],
-    version: ProtocolVersion,
-    max_packet_size: usize,
-) -> Result<HeaderStatus, DecodeError> {
+pub(crate) fn parse(buf: &[u8], version: ProtocolVersion, max_packet_size: usize) -> Result<HeaderStatus, DecodeError> {
     let Some(&first) = buf.first() else {
         // The shortest packet is two bytes (e.g. PINGREQ).
         return Ok(HeaderStatus::Incomplete(2));
@@ -113,9 +109,7 @@ fn check_type_and_flags(packet_type: u8, flags: u8, version: ProtocolVersion) ->
         // [MQTT-3.6.1-1] [MQTT-3.8.1-1] [MQTT-3.10.1-1]. MQTT 3.1 clients set
         // DUP on retransmitted PUBREL/SUBSCRIBE/UNSUBSCRIBE, which that
         // version allowed, so the DUP bit is tolerated there.
-        PUBREL | SUBSCRIBE | UNSUBSCRIBE => {
-            flags == 0b0010 || (version == ProtocolVersion::V3_1 && flags == 0b1010)
-        }
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE => flags == 0b0010 || (version == ProtocolVersion::V3_1 && flags == 0b1010),
         AUTH if !version.is_v5() => return Err(DecodeError::InvalidPacketType(AUTH)),
         _ => flags == 0,
     };

@@ -66,25 +66,25 @@ pub fn decode(buf: &mut BytesMut, version: ProtocolVersion, max_packet_size: usi
     frame.advance(header.header_len);
     let r = Reader::new(frame);
     let packet = match header.packet_type {
-        fixed_header::CONNECT => connect::decode_connect(r)?,
-        fixed_header::CONNACK => connect::decode_connack(r, version)?,
-        fixed_header::PUBLISH => publish::decode_publish(r, header.flags, version)?,
-        PUBACK => Packet::PubAck(publish::decode_ack(r, version)?),
-        PUBREC => Packet::PubRec(publish::decode_ack(r, version)?),
-        PUBREL => Packet::PubRel(publish::decode_ack(r, version)?),
-        PUBCOMP => Packet::PubComp(publish::decode_ack(r, version)?),
-        fixed_header::SUBSCRIBE => subscribe::decode_subscribe(r, version)?,
-        fixed_header::SUBACK => subscribe::decode_suback(r, version)?,
-        fixed_header::UNSUBSCRIBE => subscribe::decode_unsubscribe(r, version)?,
-        fixed_header::UNSUBACK => subscribe::decode_unsuback(r, version)?,
-        PINGREQ => control::decode_empty(r, Packet::PingReq)?,
-        PINGRESP => control::decode_empty(r, Packet::PingResp)?,
-        fixed_header::DISCONNECT => control::decode_disconnect(r, version)?,
+        fixed_header::PUBLISH => publish::decode_publish(r, header.flags, version),
+        fixed_header::CONNECT => connect::decode_connect(r),
+        fixed_header::CONNACK => connect::decode_connack(r, version),
+        PUBACK => publish::decode_ack(r, version).map(Packet::PubAck),
+        PUBREC => publish::decode_ack(r, version).map(Packet::PubRec),
+        PUBREL => publish::decode_ack(r, version).map(Packet::PubRel),
+        PUBCOMP => publish::decode_ack(r, version).map(Packet::PubComp),
+        fixed_header::SUBSCRIBE => subscribe::decode_subscribe(r, version),
+        fixed_header::SUBACK => subscribe::decode_suback(r, version),
+        fixed_header::UNSUBSCRIBE => subscribe::decode_unsubscribe(r, version),
+        fixed_header::UNSUBACK => subscribe::decode_unsuback(r, version),
+        PINGREQ => control::decode_empty(r, Packet::PingReq),
+        PINGRESP => control::decode_empty(r, Packet::PingResp),
+        fixed_header::DISCONNECT => control::decode_disconnect(r, version),
         // The fixed header check already refused AUTH outside 5.0.
-        fixed_header::AUTH => control::decode_auth(r)?,
-        t => return Err(DecodeError::InvalidPacketType(t)),
+        fixed_header::AUTH => control::decode_auth(r),
+        t => Err(DecodeError::InvalidPacketType(t)),
     };
-    Ok(Decoded::Packet(packet))
+    packet.map(Decoded::Packet)
 }
 
 /// Appends the encoding of `packet` for protocol `version` to `out`.

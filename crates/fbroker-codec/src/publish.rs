@@ -1,12 +1,14 @@
 //! PUBLISH (section 3.3) and its acknowledgements PUBACK, PUBREC, PUBREL and
 //! PUBCOMP (sections 3.4 to 3.7).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::fixed_header::{packet_len, put_header, put_varint, MAX_REMAINING_LENGTH, PUBLISH, PUBREL};
 use crate::primitives::{field_len, Reader};
-use crate::properties::{decode_properties, properties_len, properties_section_len, put_properties, PropertyContext};
+use crate::properties::{
+    decode_properties_into, properties_len, properties_section_len, put_properties, PropertyContext,
+};
 use crate::types::{Ack, Packet, Properties, ProtocolVersion, Publish, QoS};
 
 /// Decodes the body of a PUBLISH. The header flags were already checked
@@ -21,31 +23,33 @@ pub(crate) fn decode_publish(mut r: Reader, flags: u8, version: ProtocolVersion)
     };
     let topic = r.utf8()?;
     let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
-    let properties = if version.is_v5() {
-        decode_properties(&mut r, PropertyContext::Publish)?
-    } else {
-        Properties::default()
-    };
-    if topic.is_empty() {
-        if !version.is_v5() {
-            // [MQTT-4.7.3-1]
-            return Err(DecodeError::Malformed("empty topic name"));
-        }
-        if properties.topic_alias.is_none() {
-            // 5.0 section 3.3.2.1
-            return Err(DecodeError::ProtocolError("empty topic name without a topic alias"));
-        }
-    }
-    let payload = r.rest();
-    Ok(Packet::Publish(Publish {
+    // Built in place and filled in: the packet is large, so every move of
+    // it costs a memcpy.
+    let mut packet = Packet::Publish(Publish {
         dup: flags & 0b1000 != 0,
         qos,
         retain: flags & 0b0001 != 0,
         topic,
         packet_id,
-        payload,
-        properties,
-    }))
+        payload: Bytes::new(),
+        properties: Properties::default(),
+    });
+    let Packet::Publish(p) = &mut packet else { unreachable!() };
+    if version.is_v5() {
+        decode_properties_into(&mut r, PropertyContext::Publish, &mut p.properties)?;
+    }
+    if p.topic.is_empty() {
+        if !version.is_v5() {
+            // [MQTT-4.7.3-1]
+            return Err(DecodeError::Malformed("empty topic name"));
+        }
+        if p.properties.topic_alias.is_none() {
+            // 5.0 section 3.3.2.1
+            return Err(DecodeError::ProtocolError("empty topic name without a topic alias"));
+        }
+    }
+    p.payload = r.rest();
+    Ok(packet)
 }
 
 #[inline]
@@ -105,26 +109,18 @@ pub(crate) fn write_publish(
     Ok(())
 }
 
-pub(crate) fn encode_publish_packet(p: &Publish, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+pub(crate) fn encode_publish_packet(
+    p: &Publish,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let packet_id = match (p.qos, p.packet_id) {
         (QoS::AtMostOnce, None) => 0,
-        (QoS::AtMostOnce, Some(_)) => {
-            return Err(EncodeError::InvalidPacket("QoS 0 PUBLISH with a packet identifier"))
-        }
+        (QoS::AtMostOnce, Some(_)) => return Err(EncodeError::InvalidPacket("QoS 0 PUBLISH with a packet identifier")),
         (_, Some(id)) => id,
         (_, None) => return Err(EncodeError::InvalidPacket("QoS 1/2 PUBLISH without a packet identifier")),
     };
-    write_publish(
-        out,
-        version,
-        &p.topic,
-        &p.payload,
-        p.qos,
-        p.retain,
-        p.dup,
-        packet_id,
-        Some(&p.properties),
-    )
+    write_publish(out, version, &p.topic, &p.payload, p.qos, p.retain, p.dup, packet_id, Some(&p.properties))
 }
 
 /// Decodes PUBACK, PUBREC, PUBREL or PUBCOMP; the caller wraps the result.
@@ -137,7 +133,7 @@ pub(crate) fn decode_ack(mut r: Reader, version: ProtocolVersion) -> Result<Ack,
         if !r.is_empty() {
             ack.reason_code = r.u8()?;
             if !r.is_empty() {
-                ack.properties = decode_properties(&mut r, PropertyContext::Ack)?;
+                decode_properties_into(&mut r, PropertyContext::Ack, &mut ack.properties)?;
             }
         }
     }
@@ -170,7 +166,12 @@ pub(crate) fn ack_remaining_len(a: &Ack, version: ProtocolVersion) -> usize {
     ack_remaining_len_with(a, version, ack_props_len(a, version))
 }
 
-pub(crate) fn encode_ack(packet_type: u8, a: &Ack, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+pub(crate) fn encode_ack(
+    packet_type: u8,
+    a: &Ack,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let props = ack_props_len(a, version);
     let remaining = ack_remaining_len_with(a, version, props);
     let flags = if packet_type == PUBREL { 0b0010 } else { 0 };

@@ -50,12 +50,7 @@ fn decode_options(b: u8, version: ProtocolVersion) -> Result<SubscriptionOptions
     if retain_handling == 3 {
         return Err(DecodeError::Malformed("retain handling 3"));
     }
-    Ok(SubscriptionOptions {
-        qos,
-        no_local: b & 0b0100 != 0,
-        retain_as_published: b & 0b1000 != 0,
-        retain_handling,
-    })
+    Ok(SubscriptionOptions { qos, no_local: b & 0b0100 != 0, retain_as_published: b & 0b1000 != 0, retain_handling })
 }
 
 fn encode_options(o: &SubscriptionOptions, version: ProtocolVersion) -> u8 {
@@ -159,7 +154,11 @@ pub(crate) fn unsubscribe_remaining_len(u: &Unsubscribe, version: ProtocolVersio
     unsubscribe_lens(u, version).0
 }
 
-pub(crate) fn encode_unsubscribe(u: &Unsubscribe, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+pub(crate) fn encode_unsubscribe(
+    u: &Unsubscribe,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let (remaining, props) = unsubscribe_lens(u, version);
     put_header(out, (UNSUBSCRIBE << 4) | 0b0010, remaining)?;
     out.put_u16(u.packet_id);
@@ -175,7 +174,11 @@ pub(crate) fn decode_unsuback(mut r: Reader, version: ProtocolVersion) -> Result
     if !version.is_v5() {
         // 3.1.1 section 3.11: no payload.
         r.finish()?;
-        return Ok(Packet::UnsubAck(UnsubAck { packet_id, reason_codes: Vec::new(), properties: Properties::default() }));
+        return Ok(Packet::UnsubAck(UnsubAck {
+            packet_id,
+            reason_codes: Vec::new(),
+            properties: Properties::default(),
+        }));
     }
     let properties = decode_properties(&mut r, PropertyContext::UnsubAck)?;
     let codes = r.rest_slice();

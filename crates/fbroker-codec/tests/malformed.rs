@@ -81,10 +81,7 @@ fn packet_too_large_rejected_from_the_fixed_header_alone() {
     for v in ALL_VERSIONS {
         // PUBLISH announcing 2,097,151 bytes; nothing but the header buffered.
         let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0x7F][..]);
-        assert_eq!(
-            decode(&mut buf, v, 1 << 20),
-            Err(DecodeError::PacketTooLarge { size: 2_097_155, max: 1 << 20 })
-        );
+        assert_eq!(decode(&mut buf, v, 1 << 20), Err(DecodeError::PacketTooLarge { size: 2_097_155, max: 1 << 20 }));
         assert_eq!(buf.len(), 4, "nothing consumed");
         // CONNECT too, whatever the version.
         let mut buf = BytesMut::from(&[0x10, 0xE8, 0x07][..]);
@@ -413,7 +410,7 @@ fn mqtt_3_9_3_2_suback_reserved_return_codes_3_x() {
     malformed(&[0x90, 0x03, 0x00, 0x01, 0x03], V311);
     malformed(&[0x90, 0x03, 0x00, 0x01, 0x87], V311);
     malformed(&[0x90, 0x02, 0x00, 0x01], V311); // no return codes
-    // 5.0 reason codes are fine in 5.0.
+                                                // 5.0 reason codes are fine in 5.0.
     decode_one(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x87], V5).unwrap();
 }
 
@@ -509,12 +506,14 @@ fn property_duplicate_single_valued() {
     malformed(&connect5_props(&[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2]), V5);
     malformed(&publish5_props(&[0x23, 0, 1, 0x23, 0, 2]), V5);
     malformed(&frame(0x82, &cat(&[&[0, 1, 4, 0x0B, 1, 0x0B, 2], &s(b"a"), &[0]])), V5); // two subscription ids in SUBSCRIBE
-    malformed(&[0xE0, 0x08, 0x00, 0x06, 0x1F, 0x00, 0x00, 0x1F, 0x00, 0x00], V5); // two reason strings
+    malformed(&[0xE0, 0x08, 0x00, 0x06, 0x1F, 0x00, 0x00, 0x1F, 0x00, 0x00], V5);
+    // two reason strings
 }
 
 #[test]
 fn property_repeatable_ones() {
-    let Packet::Publish(p) = decode_one(&publish5_props(&[0x0B, 1, 0x0B, 2, 0x26, 0, 1, b'k', 0, 0, 0x26, 0, 1, b'k', 0, 0]), V5).unwrap()
+    let Packet::Publish(p) =
+        decode_one(&publish5_props(&[0x0B, 1, 0x0B, 2, 0x26, 0, 1, b'k', 0, 0, 0x26, 0, 1, b'k', 0, 0]), V5).unwrap()
     else {
         panic!()
     };
@@ -530,7 +529,7 @@ fn property_not_allowed_in_packet() {
     malformed(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x0B, 0x01], V5); // subscription id in CONNACK
     malformed(&[0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x21, 0x00, 0x01], V5); // receive max in PUBACK
     malformed(&[0xF0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 1], V5); // session expiry in AUTH
-    // Will properties: content type allowed, topic alias not.
+                                                                // Will properties: content type allowed, topic alias not.
     let will = |props: &[u8]| {
         let mut rest = vec![0];
         rest.extend(s(b"id"));
@@ -644,11 +643,8 @@ fn mutated_valid_packets_never_panic() {
     let mut rng = Rng::new(42);
     let mut decoded = 0;
     for v in ALL_VERSIONS {
-        let samples: Vec<Vec<u8>> = sample_packets(v)
-            .iter()
-            .map(|p| encode_vec(p, v))
-            .filter(|b| b.len() < 2_000)
-            .collect();
+        let samples: Vec<Vec<u8>> =
+            sample_packets(v).iter().map(|p| encode_vec(p, v)).filter(|b| b.len() < 2_000).collect();
         for _ in 0..7_000 {
             let mut bytes = samples[rng.below(samples.len())].clone();
             for _ in 0..1 + rng.below(3) {

@@ -163,9 +163,33 @@ fn connect_5_0_with_will_properties() {
 
 #[test]
 fn connack_3_1_1_and_5_0() {
-    check(&[0x20, 0x02, 0x01, 0x00], V311, Packet::ConnAck(ConnAck { session_present: true, code: 0, properties: props() }), true);
-    check(&[0x20, 0x02, 0x00, 0x05], V31, Packet::ConnAck(ConnAck { session_present: false, code: 5, properties: props() }), true);
-    check(&[0x20, 0x03, 0x00, 0x00, 0x00], V5, Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: props() }), true);
+    check(
+        &[0x20, 0x02, 0x01, 0x00],
+        V311,
+        Packet::ConnAck(ConnAck { session_present: true, code: 0, properties: props() }),
+        true,
+    );
+    check(
+        &[0x20, 0x02, 0x00, 0x05],
+        V31,
+        Packet::ConnAck(ConnAck { session_present: false, code: 5, properties: props() }),
+        true,
+    );
+    // MQTT 3.1: the first byte is reserved and not used; no Session Present.
+    check(
+        &[0x20, 0x02, 0x01, 0x00],
+        V31,
+        Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: props() }),
+        false,
+    );
+    let sp = Packet::ConnAck(ConnAck { session_present: true, code: 0, properties: props() });
+    assert_eq!(encode_vec(&sp, V31), [0x20, 0x02, 0x00, 0x00]);
+    check(
+        &[0x20, 0x03, 0x00, 0x00, 0x00],
+        V5,
+        Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: props() }),
+        true,
+    );
     check(
         &[0x20, 0x06, 0x00, 0x87, 0x03, 0x21, 0x00, 0x0A],
         V5,

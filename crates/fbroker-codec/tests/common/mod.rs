@@ -241,7 +241,8 @@ pub fn sample_packets(version: ProtocolVersion) -> Vec<Packet> {
     // CONNACK
     v.push(Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: Properties::default() }));
     v.push(Packet::ConnAck(ConnAck {
-        session_present: true,
+        // MQTT 3.1 has no Session Present flag.
+        session_present: version != ProtocolVersion::V3_1,
         code: 0,
         properties: p(&connack_props(), version),
     }));
@@ -298,7 +299,11 @@ pub fn sample_packets(version: ProtocolVersion) -> Vec<Packet> {
     let acks = [
         Ack::new(1),
         Ack { packet_id: 65535, reason_code: rc(reason::NO_MATCHING_SUBSCRIBERS), properties: Properties::default() },
-        Ack { packet_id: 42, reason_code: rc(reason::PACKET_IDENTIFIER_IN_USE), properties: p(&reason_props(), version) },
+        Ack {
+            packet_id: 42,
+            reason_code: rc(reason::PACKET_IDENTIFIER_IN_USE),
+            properties: p(&reason_props(), version),
+        },
         Ack { packet_id: 43, reason_code: 0, properties: p(&reason_props(), version) },
     ];
     for a in acks {
@@ -329,7 +334,11 @@ pub fn sample_packets(version: ProtocolVersion) -> Vec<Packet> {
             SubscribeFilter { filter: "$share/g/x".into(), options: opts(QoS::AtLeastOnce, true, true, 0) },
         ],
         properties: if v5 {
-            Properties { subscription_identifiers: vec![268_435_455], user_properties: user_props(), ..Properties::default() }
+            Properties {
+                subscription_identifiers: vec![268_435_455],
+                user_properties: user_props(),
+                ..Properties::default()
+            }
         } else {
             Properties::default()
         },
@@ -379,8 +388,14 @@ pub fn sample_packets(version: ProtocolVersion) -> Vec<Packet> {
     // DISCONNECT
     v.push(Packet::Disconnect(Disconnect::default()));
     if v5 {
-        v.push(Packet::Disconnect(Disconnect { reason_code: reason::DISCONNECT_WITH_WILL, properties: Properties::default() }));
-        v.push(Packet::Disconnect(Disconnect { reason_code: reason::SESSION_TAKEN_OVER, properties: disconnect_props() }));
+        v.push(Packet::Disconnect(Disconnect {
+            reason_code: reason::DISCONNECT_WITH_WILL,
+            properties: Properties::default(),
+        }));
+        v.push(Packet::Disconnect(Disconnect {
+            reason_code: reason::SESSION_TAKEN_OVER,
+            properties: disconnect_props(),
+        }));
         v.push(Packet::Disconnect(Disconnect { reason_code: 0, properties: disconnect_props() }));
 
         // AUTH
