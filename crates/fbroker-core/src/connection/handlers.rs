@@ -6,7 +6,7 @@ use crate::events::{BrokerEvent, DisconnectReason};
 use crate::message::Message;
 use crate::router::SubscriptionEntry;
 use crate::topic::{validate_topic_filter, validate_topic_name};
-use fbroker_codec::{Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Properties};
+use fbroker_codec::{reason, Packet, Properties, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 /// SUBACK return code for a refused filter.
 const SUBACK_FAILURE: u8 = 0x80;
@@ -144,6 +144,8 @@ impl Connection {
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Flow {
         let mut removed = Vec::new();
+        // 5.0 answers each filter; 3.x UNSUBACK has no payload.
+        let mut reason_codes = Vec::new();
         {
             let mut st = self.session.state.lock();
             if !st.is_owned_by(self.control.conn_id) {
@@ -151,14 +153,18 @@ impl Connection {
             }
             let mut trie = self.state.router.subscriptions.write();
             for filter in &unsubscribe.filters {
-                if st.subscriptions.remove(filter).is_some() {
+                let existed = st.subscriptions.remove(filter).is_some();
+                if existed {
                     trie.remove(filter, &self.session.client_id);
                     removed.push(filter.clone());
+                }
+                if self.version.is_v5() {
+                    reason_codes.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
                 }
             }
         }
         // UNSUBACK even when nothing matched [MQTT-3.10.4-5].
-        self.send(&Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reason_codes: Vec::new(), properties: Properties::default() }));
+        self.send(&Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reason_codes, properties: Properties::default() }));
         if !removed.is_empty() {
             self.state.events.emit(BrokerEvent::Unsubscribed { client_id: self.client_id.clone(), topics: removed });
         }
