@@ -3,9 +3,10 @@
 // FBROKER_TEST_TARGET=mosquitto runs the same suite against a local
 // Mosquitto 2 instead (useful to check that a test encodes what the spec
 // says rather than what fbroker happens to do). Tests that rely on
-// fbroker-only options pass `fbrokerOnly: true` to `brokerTest` and are
-// skipped there.
+// fbroker-only options or API are skipped there with
+// `{ skip: target === 'mosquitto' && '<why>' }`.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { after, before } from 'node:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer, connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -65,6 +66,42 @@ export async function startBroker(opts: TestBrokerOptions = {}): Promise<Running
   }
 }
 
+/**
+ * A broker for the tests of the enclosing describe(): registers a `before`
+ * hook that starts it and an `after` hook that runs `beforeClose` (e.g.
+ * `closeAll` from ./clients), then closes it. The returned handle may only be
+ * used inside tests and hooks, once the broker has started.
+ */
+export function brokerForSuite(opts: TestBrokerOptions = {}, beforeClose?: () => void): RunningBroker {
+  let running: RunningBroker | undefined
+  before(async () => {
+    running = await startBroker(opts)
+  })
+  after(async () => {
+    beforeClose?.()
+    await running?.close()
+  })
+  const get = (): RunningBroker => {
+    if (!running) throw new Error('the suite broker is not running (use it inside a test)')
+    return running
+  }
+  return {
+    get port() {
+      return get().port
+    },
+    get host() {
+      return get().host
+    },
+    get url() {
+      return get().url
+    },
+    get broker() {
+      return get().broker
+    },
+    close: () => get().close(),
+  }
+}
+
 async function startMosquitto(opts: TestBrokerOptions): Promise<RunningBroker> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'fbroker-mosq-'))
@@ -106,4 +143,4 @@ async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
   }
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+export { sleep } from './wait'

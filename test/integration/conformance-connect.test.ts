@@ -1,123 +1,13 @@
-import { test, describe, before, after, type TestContext } from 'node:test'
+// MQTT 3.1.1 conformance, part 1: CONNECT (3.1), CONNACK (3.2), will messages, keep-alive.
+// Run against Mosquitto with FBROKER_TEST_TARGET=mosquitto; see test/CONFORMANCE.md.
+import { test, describe, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { startBroker, target, sleep, type RunningBroker } from '../helpers/broker'
-import { RawClient, type RawPacket } from '../helpers/raw'
-// ---------------------------------------------------------------------------
-// Local helpers (test/helpers is shared and not ours to edit).
-// ---------------------------------------------------------------------------
-
-let seq = 0
-/** A short id unique within this run: usable as client id (<= 23 chars) and topic level. */
-const uid = (p: string) => `${p}${(++seq).toString(36)}${Math.random().toString(36).slice(2, 7)}`.slice(0, 23)
-
-/** Opens a raw connection, closed when the test ends; with `connect` fields, also performs the handshake (rc 0 asserted). */
-async function raw(t: TestContext, port: number, connect?: Partial<RawPacket>): Promise<RawClient> {
-  const c = await RawClient.connect(port)
-  t.after(() => c.destroy())
-  if (connect) {
-    const ack = await c.handshake(connect)
-    assert.equal(ack.returnCode, 0, `CONNACK return code for ${connect.clientId}`)
-  }
-  return c
-}
-
-/** An MQTT.js 3.1.1 client, ended when the test ends. */
-async function client(t: TestContext, url: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, ...opts })
-  t.after(() => c.endAsync(true))
-  return c
-}
-
-/** The next packet, which must be `cmd`. */
-async function expectPacket(c: RawClient, cmd: string, ms = 2000): Promise<RawPacket> {
-  const p = await c.next(ms)
-  assert.ok(p, `connection closed while waiting for ${cmd}`)
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${p.cmd} ${JSON.stringify(p)}`)
-  return p
-}
-
-/** Asserts the broker closes the connection within `ms` without sending anything (first). */
-async function expectClose(c: RawClient, ms = 2000, what = 'connection'): Promise<void> {
-  let p: RawPacket | null
-  try {
-    p = await c.next(ms)
-  } catch {
-    assert.fail(`${what} still open after ${ms} ms`)
-  }
-  assert.equal(p, null, `expected ${what} to be closed, got ${p && p.cmd} ${JSON.stringify(p)}`)
-}
-
-/** Every packet received within `ms` (stops early if the connection closes). */
-async function collect(c: RawClient, ms: number): Promise<RawPacket[]> {
-  const out: RawPacket[] = []
-  const end = Date.now() + ms
-  for (;;) {
-    const left = end - Date.now()
-    if (left <= 0) return out
-    let p: RawPacket | null
-    try {
-      p = await c.next(left)
-    } catch {
-      return out
-    }
-    if (!p) return out
-    out.push(p)
-  }
-}
-
-/** Asserts nothing arrives within `ms` (a close is reported as a failure too). */
-async function expectSilence(c: RawClient, ms: number, what = 'packet'): Promise<void> {
-  const got = await collect(c, ms)
-  assert.deepEqual(got.map(describePacket), [], `expected no ${what} within ${ms} ms`)
-  assert.ok(!c.socket.destroyed, 'connection closed unexpectedly')
-}
-
-/** Subscribes on a raw connection and waits for the SUBACK. */
-async function subscribe(c: RawClient, topic: string, qos: 0 | 1 | 2, messageId = 1): Promise<void> {
-  c.send({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }] })
-  const ack = await expectPacket(c, 'suback')
-  assert.equal(ack.messageId, messageId)
-  assert.deepEqual(ack.granted, [qos], `SUBACK for ${topic}`)
-}
-
-/** Waits until a raw client responds to PINGREQ: everything sent before it has been processed. */
-async function ping(c: RawClient): Promise<void> {
-  c.send({ cmd: 'pingreq' })
-  await expectPacket(c, 'pingresp')
-}
-
-const describePacket = (p: RawPacket) =>
-  p.cmd === 'publish' ? `publish ${p.topic} "${String(p.payload)}" qos${p.qos}` : p.cmd
-const payloads = (ps: RawPacket[]) => ps.filter((p) => p.cmd === 'publish').map((p) => String(p.payload))
-
-// --- byte-level packet building, for what mqtt-packet refuses to encode ----
-function varint(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
-/** A length-prefixed string field from text or raw bytes. */
-const field = (s: string | Buffer | number[]) => {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s)
-  return Buffer.concat([u16(b.length), b])
-}
-const frame = (firstByte: number, body: Buffer) => Buffer.concat([Buffer.from([firstByte]), varint(body.length), body])
-
-// --- CONNECT building ------------------------------------------------------
-const F = { user: 0x80, pass: 0x40, willRetain: 0x20, willQos1: 0x08, willQos2: 0x10, will: 0x04, clean: 0x02, reserved: 0x01 }
-
-/** A CONNECT packet from its parts, so that any flag combination can be sent. */
-function connectPacket(o: { name?: string; level?: number; flags: number; keepalive?: number; payload: Buffer[]; header?: number }): Buffer {
-  const body = Buffer.concat([field(o.name ?? 'MQTT'), Buffer.from([o.level ?? 4, o.flags]), u16(o.keepalive ?? 0), ...o.payload])
-  return frame(o.header ?? 0x10, body)
-}
+import { brokerForSuite, startBroker, target } from '../helpers/broker'
+import type { RawClient, RawPacket } from '../helpers/raw'
+import { leave, ping, raw, subscribe, uid } from '../helpers/clients'
+import { collect, expectClose, expectPacket, expectSilence } from '../helpers/expect'
+import { CONNECT_FLAGS as F, connectPacket, field, frame, payloads, u16 } from '../helpers/packets'
+import { sleep, waitUntil } from '../helpers/wait'
 
 /** Sends raw CONNECT bytes on a fresh connection and asserts it is closed without any reply. */
 async function connectIsClosed(t: TestContext, port: number, bytes: Buffer, what: string): Promise<void> {
@@ -130,18 +20,15 @@ async function connectIsClosed(t: TestContext, port: number, bytes: Buffer, what
 async function storeSession(t: TestContext, port: number, clientId: string, topic = uid('s/')): Promise<string> {
   const c = await raw(t, port, { clientId, clean: false })
   await subscribe(c, topic, 1)
-  c.send({ cmd: 'disconnect' })
-  await c.closesWithin(1000)
-  c.destroy()
+  await leave(c)
   return topic
 }
 
+// Mosquitto 2.0 checks keep-alive on a coarse timer: a 1 s keep-alive is enforced after ~5 s.
+const MOSQ_KEEPALIVE = 'Mosquitto enforces a 1 s keep-alive only after ~5 s (coarse timer), beyond this test\'s time budget'
+
 describe('3.1 CONNECT and 3.2 CONNACK', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(() => b.close())
+  const b = brokerForSuite()
 
   // ---- 3.1.0 ---------------------------------------------------------------
   test('[MQTT-3.1.0-1] a first packet other than CONNECT closes the connection without a reply', async (t) => {
@@ -226,10 +113,10 @@ describe('3.1 CONNECT and 3.2 CONNACK', () => {
     await connectIsClosed(t, b.port, connectPacket({ flags: F.clean | F.pass, payload }), 'password without user name')
   })
 
-  test('[MQTT-3.1.2-24] the server closes a connection that sends nothing for 1.5x the keep-alive (1 s)', async (t) => {
+  test('[MQTT-3.1.2-24] the server closes a connection that sends nothing for 1.5x the keep-alive (1 s)', { skip: target === 'mosquitto' && MOSQ_KEEPALIVE }, async (t) => {
     const c = await raw(t, b.port, { clientId: uid('ka'), keepalive: 1 })
     const start = Date.now()
-    assert.equal(await c.closesWithin(3000), true, 'connection still open 3 s after the last packet (keep-alive 1 s)')
+    assert.equal(await c.closesWithin(2500), true, 'connection still open 2.5 s after the last packet (keep-alive 1 s)')
     const elapsed = Date.now() - start
     assert.ok(elapsed >= 950, `closed after ${elapsed} ms, before the keep-alive period had passed`)
   })
@@ -279,8 +166,7 @@ describe('3.1 CONNECT and 3.2 CONNACK', () => {
       const c = await raw(t, b.port)
       assert.equal((await c.handshake({ clientId: '', clean: true })).returnCode, 0)
     }
-    const deadline = Date.now() + 2000
-    while (ids.length < 2 && Date.now() < deadline) await sleep(20)
+    await waitUntil(() => ids.length >= 2, 2000)
     assert.equal(ids.length, 2, 'clientConnected events')
     for (const id of ids) assert.ok(typeof id === 'string' && id.length > 0, `assigned id ${JSON.stringify(id)}`)
     assert.notEqual(ids[0], ids[1])
@@ -305,6 +191,12 @@ describe('3.1 CONNECT and 3.2 CONNACK', () => {
     await expectClose(c)
     const ok = await raw(t, s.port)
     assert.equal((await ok.handshake({ clientId: 'abcdefghij012345' })).returnCode, 0, 'a 16-character id is within the limit')
+  })
+
+  test('[MQTT-3.1.3-3] a CONNECT without a client identifier field closes the connection without CONNACK', async (t) => {
+    await connectIsClosed(t, b.port, connectPacket({ flags: F.clean, payload: [] }), 'CONNECT without payload')
+    // A lone length byte is not a client identifier either.
+    await connectIsClosed(t, b.port, connectPacket({ flags: F.clean, payload: [Buffer.from([0])] }), 'CONNECT with 1 byte of payload')
   })
 
   test('[MQTT-3.1.3-4] [MQTT-1.5.3-1] a client id that is not well-formed UTF-8 closes the connection without CONNACK', async (t) => {
@@ -436,11 +328,7 @@ describe('3.1 CONNECT and 3.2 CONNACK', () => {
 })
 
 describe('3.1.2.5-3.1.2.7 Will message', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(() => b.close())
+  const b = brokerForSuite()
 
   /** A subscriber to a fresh will topic, and the CONNECT fields of a client with that will. */
   async function willSetup(t: TestContext, will: { qos?: 0 | 1 | 2; retain?: boolean } = {}, subQos: 0 | 1 | 2 = 0) {
@@ -469,7 +357,7 @@ describe('3.1.2.5-3.1.2.7 Will message', () => {
     await expectWill(w.sub, w.topic, w.payload)
   })
 
-  test('[MQTT-3.1.2-8] the will is published when the server closes the connection on keep-alive timeout', async (t) => {
+  test('[MQTT-3.1.2-8] the will is published when the server closes the connection on keep-alive timeout', { skip: target === 'mosquitto' && MOSQ_KEEPALIVE }, async (t) => {
     const w = await willSetup(t)
     await raw(t, b.port, { ...w.fields, keepalive: 1 })
     await expectWill(w.sub, w.topic, w.payload, 3500)
@@ -507,9 +395,10 @@ describe('3.1.2.5-3.1.2.7 Will message', () => {
     await subscribe(sub, '#', 0)
     const c = await raw(t, s.port, { clientId: uid('nw') })
     c.destroy()
-    const k = await raw(t, s.port, { clientId: uid('nk'), keepalive: 1 })
-    await k.closesWithin(3000)
-    await expectSilence(sub, 300, 'message after connections without a will dropped')
+    const e = await raw(t, s.port, { clientId: uid('ne') })
+    e.sendBytes(frame(0x36, Buffer.concat([field('x'), u16(1), Buffer.from('qos3')]))) // protocol error
+    await expectClose(e)
+    await expectSilence(sub, 500, 'message after connections without a will dropped')
   })
 
   test('[MQTT-3.1.2-9] the will is published with the will QoS (QoS 1 and QoS 2)', async (t) => {

@@ -4,239 +4,20 @@
 // Every test is named after the normative statement it checks; `[fbroker]`
 // marks requirements of our issue that the standard leaves open (4.2 has no
 // numbered statement in 3.1.1).
-import { after, afterEach, before, describe, test } from 'node:test'
+import { afterEach, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { sleep, startBroker, target, type RunningBroker } from '../helpers/broker'
-import { RawClient, type RawPacket } from '../helpers/raw'
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const mqttPacket = require('mqtt-packet')
-
-// ---------------------------------------------------------------- helpers
-
-const uid = () => Math.random().toString(16).slice(2, 10)
-
-/** A whole packet from its first byte and body parts (Remaining Length computed here). */
-function frame(first: number, ...parts: Array<Buffer | number[]>): Buffer {
-  const body = Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))))
-  const len: number[] = []
-  let n = body.length
-  do {
-    let byte = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    len.push(byte)
-  } while (n > 0)
-  return Buffer.concat([Buffer.from([first, ...len]), body])
-}
-/** A length-prefixed MQTT string; a Buffer is taken as already encoded (for ill-formed UTF-8). */
-function str(s: string | Buffer): Buffer {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
-}
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
-/** SUBSCRIBE bytes; `flags` is the low nibble of the first byte (0b0010 when well formed). */
-function subscribeBytes(id: number, subs: Array<[string | Buffer, number]>, flags = 0x2): Buffer {
-  return frame(0x80 | flags, u16(id), ...subs.flatMap(([t, opts]) => [str(t), [opts]]))
-}
-function unsubscribeBytes(id: number, filters: Array<string | Buffer>, flags = 0x2): Buffer {
-  return frame(0xa0 | flags, u16(id), ...filters.map((f) => str(f)))
-}
-
-/** Resolves when `raw` is closed before it sends any packet; fails on a reply or after `ms`. */
-async function expectClosedWithoutReply(raw: RawClient, what: string, ms = 2000): Promise<void> {
-  let p: RawPacket | null | 'timeout'
-  try {
-    p = await raw.next(ms)
-  } catch {
-    p = 'timeout'
-  }
-  assert.equal(
-    p === null ? null : p === 'timeout' ? 'connection still open' : `received ${p.cmd}`,
-    null,
-    `${what}: expected the broker to close the connection without replying`,
-  )
-}
-
-async function rawSession(port: number): Promise<RawClient> {
-  const raw = await RawClient.connect(port)
-  opened.push(raw)
-  const ack = await raw.handshake({ clientId: 'raw-' + uid() })
-  assert.equal(ack.returnCode, 0)
-  return raw
-}
-
-const opened: Array<{ destroy(): void }> = []
-function closeAll() {
-  for (const c of opened.splice(0)) c.destroy()
-}
-
-/**
- * An MQTT 3.1.1 client over RawClient. It answers the broker's QoS 1/2 PUBLISH
- * flows itself, keeps every received PUBLISH in `inbox` and every other packet
- * for `response()`.
- */
-class Peer {
-  readonly inbox: RawPacket[] = []
-  private others: RawPacket[] = []
-  private waiters: Array<() => void> = []
-  private lastId = 0
-  closed = false
-  private constructor(readonly raw: RawClient) {}
-
-  static async open(port: number, connect: Partial<RawPacket> = {}): Promise<Peer> {
-    const raw = await RawClient.connect(port)
-    const peer = new Peer(raw)
-    opened.push(peer)
-    const ack = await raw.handshake({ clientId: 'p-' + uid(), ...connect })
-    assert.equal(ack.returnCode, 0, 'CONNACK return code')
-    void peer.pump()
-    return peer
-  }
-
-  private async pump() {
-    for (;;) {
-      let p: RawPacket | null
-      try {
-        p = await this.raw.next(1000)
-      } catch {
-        continue
-      }
-      if (!p) break
-      if (p.cmd === 'publish') {
-        if (p.qos === 1) this.raw.send({ cmd: 'puback', messageId: p.messageId })
-        if (p.qos === 2) this.raw.send({ cmd: 'pubrec', messageId: p.messageId })
-        this.inbox.push(p)
-      } else if (p.cmd === 'pubrel') {
-        this.raw.send({ cmd: 'pubcomp', messageId: p.messageId })
-      } else {
-        this.others.push(p)
-      }
-      for (const w of this.waiters.splice(0)) w()
-    }
-    this.closed = true
-    for (const w of this.waiters.splice(0)) w()
-  }
-
-  private async until<T>(what: string, get: () => T | undefined, ms: number): Promise<T> {
-    const deadline = Date.now() + ms
-    for (;;) {
-      const v = get()
-      if (v !== undefined) return v
-      if (this.closed) throw new Error(`connection closed while waiting for ${what}`)
-      const left = deadline - Date.now()
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`)
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left)
-        this.waiters.push(() => {
-          clearTimeout(t)
-          resolve()
-        })
-      })
-    }
-  }
-
-  nextId(): number {
-    this.lastId = (this.lastId % 0xffff) + 1
-    return this.lastId
-  }
-
-  /** The next non-PUBLISH packet of type `cmd` (and packet id `id`, if given). */
-  response(cmd: string, id?: number, ms = 2000): Promise<RawPacket> {
-    return this.until(
-      id === undefined ? cmd : `${cmd} ${id}`,
-      () => {
-        const i = this.others.findIndex((p) => p.cmd === cmd && (id === undefined || p.messageId === id))
-        return i < 0 ? undefined : this.others.splice(i, 1)[0]
-      },
-      ms,
-    )
-  }
-
-  /** Subscribes and returns the SUBACK return codes. */
-  async subscribe(subs: Array<[string, number]>): Promise<number[]> {
-    const messageId = this.nextId()
-    this.raw.send({ cmd: 'subscribe', messageId, subscriptions: subs.map(([topic, qos]) => ({ topic, qos })) })
-    return (await this.response('suback', messageId)).granted
-  }
-
-  async unsubscribe(filters: string[]): Promise<void> {
-    const messageId = this.nextId()
-    this.raw.send({ cmd: 'unsubscribe', messageId, unsubscriptions: filters })
-    await this.response('unsuback', messageId)
-  }
-
-  /** Publishes and waits for the QoS 1/2 flow to finish. */
-  async publish(topic: string, payload: string | Buffer = '', opts: { qos?: 0 | 1 | 2; retain?: boolean } = {}) {
-    const qos = opts.qos ?? 0
-    const messageId = qos > 0 ? this.nextId() : undefined
-    this.raw.send({ cmd: 'publish', topic, payload, qos, retain: !!opts.retain, dup: false, messageId })
-    if (qos === 1) await this.response('puback', messageId)
-    if (qos === 2) {
-      await this.response('pubrec', messageId)
-      this.raw.send({ cmd: 'pubrel', messageId })
-      await this.response('pubcomp', messageId)
-    }
-  }
-
-  /** Waits for `n` PUBLISH packets and removes them from the inbox. */
-  async take(n: number, ms = 2000): Promise<RawPacket[]> {
-    await this.until(`${n} PUBLISH packet(s) (have ${this.inbox.length})`, () => (this.inbox.length >= n ? true : undefined), ms)
-    return this.inbox.splice(0, n)
-  }
-
-  /** Waits for a PUBLISH on `topic`; returns (and removes) everything received before it. */
-  async drainUntil(topic: string, ms = 2000): Promise<RawPacket[]> {
-    const i = await this.until(
-      `PUBLISH on ${topic}`,
-      () => {
-        const k = this.inbox.findIndex((p) => p.topic === topic)
-        return k < 0 ? undefined : k
-      },
-      ms,
-    )
-    const before = this.inbox.splice(0, i + 1)
-    before.pop()
-    return before
-  }
-
-  async ping(): Promise<void> {
-    this.raw.send({ cmd: 'pingreq' })
-    await this.response('pingresp')
-  }
-
-  destroy(): void {
-    this.raw.destroy()
-  }
-}
-
-const texts = (ps: RawPacket[]) => ps.map((p) => p.payload.toString())
-const topics = (ps: RawPacket[]) => ps.map((p) => p.topic)
-
-
-const encode = (p: RawPacket) => mqttPacket.generate(p, { protocolVersion: 4 }) as Buffer
-const connectBytes = (clientId: string, extra: Partial<RawPacket> = {}) =>
-  encode({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId, ...extra })
-
-/** A raw connection that has sent CONNECT (with `extra` fields, e.g. a will) and got CONNACK 0. */
-async function rawWith(port: number, extra: Partial<RawPacket>): Promise<RawClient> {
-  const raw = await RawClient.connect(port)
-  opened.push(raw)
-  const ack = await raw.handshake({ clientId: 'raw-' + uid(), ...extra })
-  assert.equal(ack.returnCode, 0)
-  return raw
-}
+import { brokerForSuite, target } from '../helpers/broker'
+import { RawClient } from '../helpers/raw'
+import { closeAll, rawSession, rawWith, track, uid } from '../helpers/clients'
+import { expectClosedWithoutReply } from '../helpers/expect'
+import { connectBytes, encode, frame, subscribeBytes, texts, topics, u16, unsubscribeBytes } from '../helpers/packets'
+import { Peer } from '../helpers/peer'
+import { sleep } from '../helpers/wait'
 
 // ------------------------------------------------------------------ tests
 
 describe('MQTT 3.1.1 §3.12–3.14, §4.2, §4.8: PINGREQ, PINGRESP, DISCONNECT, connections, errors', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(async () => {
-    closeAll()
-    await b?.close()
-  })
+  const b = brokerForSuite({}, closeAll)
   afterEach(closeAll)
 
   // ------------------------------------------------------ PINGREQ/PINGRESP
@@ -320,8 +101,7 @@ describe('MQTT 3.1.1 §3.12–3.14, §4.2, §4.8: PINGREQ, PINGRESP, DISCONNECT,
   // ------------------------------------------------- network connections
 
   test('[fbroker] §4.2 packets split across many small TCP writes are reassembled', async () => {
-    const raw = await RawClient.connect(b.port)
-    opened.push(raw)
+    const raw = track(await RawClient.connect(b.port))
     const t = `split/${uid()}`
     const bytes = Buffer.concat([
       connectBytes('split-' + uid()),
@@ -340,8 +120,7 @@ describe('MQTT 3.1.1 §3.12–3.14, §4.2, §4.8: PINGREQ, PINGRESP, DISCONNECT,
   })
 
   test('[fbroker] §4.2 several packets in one TCP write are all processed, in order', async () => {
-    const raw = await RawClient.connect(b.port)
-    opened.push(raw)
+    const raw = track(await RawClient.connect(b.port))
     const t = `batch/${uid()}`
     raw.sendBytes(
       Buffer.concat([
@@ -457,14 +236,7 @@ describe('MQTT 3.1.1 §3.12–3.14, §4.2, §4.8: PINGREQ, PINGRESP, DISCONNECT,
   })
 
   describe('resource limits (own broker with maxPacketSize 1024)', () => {
-    let m: RunningBroker
-    before(async () => {
-      m = await startBroker({ maxPacketSize: 1024 })
-    })
-    after(async () => {
-      closeAll()
-      await m?.close()
-    })
+    const m = brokerForSuite({ maxPacketSize: 1024 }, closeAll)
 
     test('[MQTT-4.8.0-2] a packet the broker cannot take in (over its packet size limit) closes that connection only', async () => {
       const t = `limit/${uid()}`

@@ -1,152 +1,16 @@
-import { test, describe, before, after, type TestContext } from 'node:test'
+// MQTT 3.1.1 conformance, part 1: QoS flows and acknowledgements (3.4-3.7, 2.3.1, 4.3), delivery retry (4.4)
+// and ordering (4.6). Run against Mosquitto with FBROKER_TEST_TARGET=mosquitto; see test/CONFORMANCE.md.
+import { test, describe, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { startBroker, target, sleep, type RunningBroker } from '../helpers/broker'
-import { RawClient, type RawPacket } from '../helpers/raw'
-// ---------------------------------------------------------------------------
-// Local helpers (test/helpers is shared and not ours to edit).
-// ---------------------------------------------------------------------------
-
-let seq = 0
-/** A short id unique within this run: usable as client id (<= 23 chars) and topic level. */
-const uid = (p: string) => `${p}${(++seq).toString(36)}${Math.random().toString(36).slice(2, 7)}`.slice(0, 23)
-
-/** Opens a raw connection, closed when the test ends; with `connect` fields, also performs the handshake (rc 0 asserted). */
-async function raw(t: TestContext, port: number, connect?: Partial<RawPacket>): Promise<RawClient> {
-  const c = await RawClient.connect(port)
-  t.after(() => c.destroy())
-  if (connect) {
-    const ack = await c.handshake(connect)
-    assert.equal(ack.returnCode, 0, `CONNACK return code for ${connect.clientId}`)
-  }
-  return c
-}
-
-/** An MQTT.js 3.1.1 client, ended when the test ends. */
-async function client(t: TestContext, url: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, ...opts })
-  t.after(() => c.endAsync(true))
-  return c
-}
-
-/** The next packet, which must be `cmd`. */
-async function expectPacket(c: RawClient, cmd: string, ms = 2000): Promise<RawPacket> {
-  const p = await c.next(ms)
-  assert.ok(p, `connection closed while waiting for ${cmd}`)
-  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${p.cmd} ${JSON.stringify(p)}`)
-  return p
-}
-
-/** Asserts the broker closes the connection within `ms` without sending anything (first). */
-async function expectClose(c: RawClient, ms = 2000, what = 'connection'): Promise<void> {
-  let p: RawPacket | null
-  try {
-    p = await c.next(ms)
-  } catch {
-    assert.fail(`${what} still open after ${ms} ms`)
-  }
-  assert.equal(p, null, `expected ${what} to be closed, got ${p && p.cmd} ${JSON.stringify(p)}`)
-}
-
-/** Every packet received within `ms` (stops early if the connection closes). */
-async function collect(c: RawClient, ms: number): Promise<RawPacket[]> {
-  const out: RawPacket[] = []
-  const end = Date.now() + ms
-  for (;;) {
-    const left = end - Date.now()
-    if (left <= 0) return out
-    let p: RawPacket | null
-    try {
-      p = await c.next(left)
-    } catch {
-      return out
-    }
-    if (!p) return out
-    out.push(p)
-  }
-}
-
-/** Asserts nothing arrives within `ms` (a close is reported as a failure too). */
-async function expectSilence(c: RawClient, ms: number, what = 'packet'): Promise<void> {
-  const got = await collect(c, ms)
-  assert.deepEqual(got.map(describePacket), [], `expected no ${what} within ${ms} ms`)
-  assert.ok(!c.socket.destroyed, 'connection closed unexpectedly')
-}
-
-/** Subscribes on a raw connection and waits for the SUBACK. */
-async function subscribe(c: RawClient, topic: string, qos: 0 | 1 | 2, messageId = 1): Promise<void> {
-  c.send({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }] })
-  const ack = await expectPacket(c, 'suback')
-  assert.equal(ack.messageId, messageId)
-  assert.deepEqual(ack.granted, [qos], `SUBACK for ${topic}`)
-}
-
-/** Waits until a raw client responds to PINGREQ: everything sent before it has been processed. */
-async function ping(c: RawClient): Promise<void> {
-  c.send({ cmd: 'pingreq' })
-  await expectPacket(c, 'pingresp')
-}
-
-const describePacket = (p: RawPacket) =>
-  p.cmd === 'publish' ? `publish ${p.topic} "${String(p.payload)}" qos${p.qos}` : p.cmd
-const payloads = (ps: RawPacket[]) => ps.filter((p) => p.cmd === 'publish').map((p) => String(p.payload))
-
-// --- byte-level packet building, for what mqtt-packet refuses to encode ----
-function varint(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
-/** A length-prefixed string field from text or raw bytes. */
-const field = (s: string | Buffer | number[]) => {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s)
-  return Buffer.concat([u16(b.length), b])
-}
-const frame = (firstByte: number, body: Buffer) => Buffer.concat([Buffer.from([firstByte]), varint(body.length), body])
-
-/** QoS 1 publish on a raw connection, waiting for the PUBACK. */
-async function publish1(c: RawClient, topic: string, payload: string, messageId = 1, dup = false): Promise<void> {
-  c.send({ cmd: 'publish', topic, payload, qos: 1, messageId, dup })
-  const ack = await expectPacket(c, 'puback')
-  assert.equal(ack.messageId, messageId)
-}
-
-/** Complete QoS 2 publish on a raw connection. */
-async function publish2(c: RawClient, topic: string, payload: string, messageId = 1): Promise<void> {
-  c.send({ cmd: 'publish', topic, payload, qos: 2, messageId })
-  assert.equal((await expectPacket(c, 'pubrec')).messageId, messageId)
-  c.send({ cmd: 'pubrel', messageId })
-  assert.equal((await expectPacket(c, 'pubcomp')).messageId, messageId)
-}
-
-/** Reconnects `clientId` with clean session 0 on a fresh raw connection; asserts the session was resumed. */
-async function resume(t: TestContext, port: number, clientId: string): Promise<RawClient> {
-  const c = await raw(t, port)
-  const ack = await c.handshake({ clientId, clean: false })
-  assert.equal(ack.returnCode, 0)
-  assert.equal(ack.sessionPresent, true, `session of ${clientId} not present`)
-  return c
-}
-
-/** Leaves the session: DISCONNECT, then wait until the broker has closed the socket. */
-async function leave(c: RawClient): Promise<void> {
-  c.send({ cmd: 'disconnect' })
-  await c.closesWithin(1000)
-  c.destroy()
-}
+import { brokerForSuite, startBroker, target } from '../helpers/broker'
+import type { RawPacket } from '../helpers/raw'
+import { leave, mqttClient, ping, publish1, publish2, raw, resume, subscribe, uid } from '../helpers/clients'
+import { collect, expectClose, expectPacket, expectSilence } from '../helpers/expect'
+import { field, frame, payloads, u16 } from '../helpers/packets'
+import { sleep, waitUntil } from '../helpers/wait'
 
 describe('4.3 QoS delivery protocols and 3.4-3.7 acknowledgements', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(() => b.close())
+  const b = brokerForSuite()
 
   test('[MQTT-4.3.1-1] [MQTT-2.3.1-5] the server sends QoS 0 messages with QoS 0, DUP 0 and no packet identifier', async (t) => {
     const topic = uid('q0/')
@@ -299,11 +163,7 @@ describe('4.3 QoS delivery protocols and 3.4-3.7 acknowledgements', () => {
 })
 
 describe('4.4 Message delivery retry', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(() => b.close())
+  const b = brokerForSuite()
 
   test('[MQTT-4.4.0-1] [MQTT-3.3.1-1] unacknowledged QoS 1 messages are re-sent on reconnect with DUP 1, the same ids, in the original order', async (t) => {
     const id = uid('r')
@@ -395,24 +255,19 @@ describe('4.4 Message delivery retry', () => {
 })
 
 describe('4.6 Message ordering', () => {
-  let b: RunningBroker
-  before(async () => {
-    b = await startBroker()
-  })
-  after(() => b.close())
+  const b = brokerForSuite()
 
   /** Publishes `count` messages without waiting between them (MQTT.js pipelines them) and returns what a subscriber got. */
   async function pipeline(t: TestContext, qos: 0 | 1 | 2, count: number): Promise<{ sent: string[]; got: string[] }> {
     const topic = uid('or/')
     const got: string[] = []
-    const sub = await client(t, b.url, { clientId: uid('s') })
+    const sub = await mqttClient(t, b.url, { clientId: uid('s') })
     sub.on('message', (_topic, payload) => got.push(String(payload)))
     await sub.subscribeAsync(topic, { qos: 2 })
-    const pub = await client(t, b.url, { clientId: uid('p') })
+    const pub = await mqttClient(t, b.url, { clientId: uid('p') })
     const sent = Array.from({ length: count }, (_, i) => `q${qos}-${i}`)
     await Promise.all(sent.map((m) => pub.publishAsync(topic, m, { qos })))
-    const deadline = Date.now() + 2000
-    while (got.length < sent.length && Date.now() < deadline) await sleep(20)
+    await waitUntil(() => got.length >= sent.length, 2000)
     await sleep(100) // let duplicates, if any, arrive
     return { sent, got }
   }
@@ -435,7 +290,7 @@ describe('4.6 Message ordering', () => {
     const base = uid('om')
     const sub = await raw(t, b.port, { clientId: uid('s') })
     await subscribe(sub, `${base}/#`, 1)
-    const pub = await client(t, b.url, { clientId: uid('p') })
+    const pub = await mqttClient(t, b.url, { clientId: uid('p') })
     const sent = Array.from({ length: 20 }, (_, i) => `${i}`)
     await Promise.all(sent.map((m, i) => pub.publishAsync(`${base}/t${i % 3}`, m, { qos: 1 })))
     const got: RawPacket[] = []
@@ -445,6 +300,39 @@ describe('4.6 Message ordering', () => {
       sub.send({ cmd: 'puback', messageId: p.messageId })
     }
     assert.deepEqual(payloads(got), sent)
+  })
+
+  test('[MQTT-4.6.0-2] [MQTT-4.6.0-3] the server, as receiver, sends PUBACKs and PUBRECs in the order the PUBLISH packets arrived', async (t) => {
+    const c = await raw(t, b.port, { clientId: uid('ra') })
+    const topic = uid('ra/')
+    const ids = [900, 3, 65535, 17, 256, 42, 1, 5000]
+    for (const [i, id] of ids.entries()) c.send({ cmd: 'publish', topic, payload: `m${i}`, qos: i % 2 ? 2 : 1, messageId: id })
+    const acks: string[] = []
+    for (let i = 0; i < ids.length; i++) {
+      const p = await c.next(2000)
+      assert.ok(p, 'connection closed')
+      acks.push(`${p.cmd}:${p.messageId}`)
+    }
+    assert.deepEqual(acks, ids.map((id, i) => `${i % 2 ? 'pubrec' : 'puback'}:${id}`))
+    for (const [i, id] of ids.entries()) if (i % 2) c.send({ cmd: 'pubrel', messageId: id })
+    const comps = (await collect(c, 400)).map((p) => `${p.cmd}:${p.messageId}`)
+    assert.deepEqual(comps, ids.filter((_, i) => i % 2).map((id) => `pubcomp:${id}`))
+  })
+
+  test('[MQTT-4.6.0-4] the server sends PUBRELs in the order in which it receives the PUBRECs', async (t) => {
+    const topic = uid('rl/')
+    const sub = await raw(t, b.port, { clientId: uid('s') })
+    await subscribe(sub, topic, 2)
+    const pub = await raw(t, b.port, { clientId: uid('p') })
+    for (let i = 1; i <= 5; i++) await publish2(pub, topic, `m${i}`, i)
+    const got = (await collect(sub, 400)).filter((p) => p.cmd === 'publish')
+    assert.deepEqual(payloads(got), ['m1', 'm2', 'm3', 'm4', 'm5'])
+    const recOrder = [got[3], got[0], got[4], got[2], got[1]].map((p) => p.messageId)
+    for (const id of recOrder) sub.send({ cmd: 'pubrec', messageId: id })
+    const rels = (await collect(sub, 400)).map((p) => `${p.cmd}:${p.messageId}`)
+    assert.deepEqual(rels, recOrder.map((id) => `pubrel:${id}`))
+    for (const id of recOrder) sub.send({ cmd: 'pubcomp', messageId: id })
+    await ping(sub)
   })
 
   test('[fbroker] with maxInflightMessages 2 only two unacknowledged messages are sent; the rest follow, in order, as acks arrive', { skip: target === 'mosquitto' && 'Mosquitto\'s window is looser: its first PUBACK releases two queued messages' }, async (t) => {

@@ -29,8 +29,14 @@ interface Proc {
 
 const running = new Set<Proc>()
 
+// mosquitto_sub block-buffers stdout into a pipe; coreutils' stdbuf makes it
+// line-buffered so that its -d lines can be watched as they happen.
+const haveStdbuf = onPath('stdbuf')
+
 function run(cmd: string, args: string[]): Proc {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = haveStdbuf
+    ? spawn('stdbuf', ['-oL', '-eL', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   const watchers = new Set<() => void>()
   const onData = (d: Buffer) => {
@@ -103,10 +109,22 @@ describe('interop with mosquitto_pub / mosquitto_sub', { skip: missing.length > 
 
   const hp = () => ['-h', '127.0.0.1', '-p', String(b.port)]
 
+  /** Starts mosquitto_sub and resolves once its subscription is in place. */
+  async function subscriber(args: string[]): Promise<Proc> {
+    const subscribed =
+      b.broker && !haveStdbuf
+        ? new Promise<void>((resolve) => b.broker.once('subscribed', () => resolve()))
+        : undefined
+    const sub = run('mosquitto_sub', [...hp(), '-v', '-C', '1', '-d', ...args])
+    if (haveStdbuf) await sub.waitFor(SUBSCRIBED)
+    else if (subscribed) await subscribed
+    else await new Promise((r) => setTimeout(r, 500)) // no way to watch it: give it time
+    return sub
+  }
+
   /** Subscribes with mosquitto_sub, publishes with mosquitto_pub, returns the subscriber's output. */
   async function roundTrip(subArgs: string[], pubArgs: string[]) {
-    const sub = run('mosquitto_sub', [...hp(), '-v', '-C', '1', '-d', ...subArgs])
-    await sub.waitFor(SUBSCRIBED)
+    const sub = await subscriber(subArgs)
     const pub = run('mosquitto_pub', [...hp(), ...pubArgs])
     const [pubExit, subExit] = await Promise.all([pub.exited, sub.exited])
     assert.equal(pubExit, 0, `mosquitto_pub exit status; output:\n${pub.output()}`)
