@@ -44,7 +44,7 @@ export function buildProgram(): Command {
   return program
 }
 
-async function main(argv: readonly string[]): Promise<void> {
+export async function main(argv: readonly string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv as string[])
   } catch (err) {
