@@ -47,31 +47,42 @@ impl Drop for ConnectionSlot {
 /// Entry point for an accepted socket; the listener already counted it.
 pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
     let _slot = ConnectionSlot(state.clone());
+    // The handshake's state (the CONNECT packet, its timers) is about 3 KB:
+    // boxed, it is freed when the handshake ends instead of being reserved in
+    // every connection task for the connection's whole life.
+    let Some(mut conn) = Box::pin(handshake(state, stream, peer)).await else { return };
+    let reason = conn.run().await;
+    conn.finish(reason).await;
+}
+
+/// Reads and answers CONNECT; on success the client is attached to its
+/// session and the CONNACK is in the write buffer.
+async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) -> Option<Connection> {
     let mut read_buf = BytesMut::with_capacity(512);
     let mut shutdown = state.shutdown.clone();
     let connect = tokio::select! {
         r = timeout(state.config.connect_timeout, read_connect(&stream, &mut read_buf, state.config.max_packet_size)) => r,
-        _ = shutdown.wait_for(|stopped| *stopped) => return,
+        _ = shutdown.wait_for(|stopped| *stopped) => return None,
     };
     let connect = match connect {
         Err(_elapsed) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: no CONNECT within the connect timeout"));
-            return;
+            return None;
         }
         Ok(Err(HandshakeError::UnsupportedProtocolVersion(level))) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: unsupported protocol level {level}"));
             let _ = write_and_close(stream, &refusal_connack(connack_code::UNACCEPTABLE_PROTOCOL_VERSION)).await;
-            return;
+            return None;
         }
         Ok(Err(HandshakeError::Decode(e))) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: malformed CONNECT: {e}"));
-            return;
+            return None;
         }
         Ok(Err(HandshakeError::NotConnect)) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: first packet was not CONNECT"));
-            return;
+            return None;
         }
-        Ok(Err(HandshakeError::Closed)) => return,
+        Ok(Err(HandshakeError::Closed)) => return None,
         Ok(Ok(connect)) => connect,
     };
     if connect.protocol == ProtocolVersion::V5 {
@@ -80,14 +91,14 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         let ack = ConnAck { session_present: false, code: reason::UNSUPPORTED_PROTOCOL_VERSION, properties: Properties::default() };
         let _ = encode(&Packet::ConnAck(ack), ProtocolVersion::V5, &mut out);
         let _ = write_and_close(stream, &out).await;
-        return;
+        return None;
     }
     let client_id = match accept_client_id(&state, &connect) {
         Ok(id) => id,
         Err(code) => {
             state.events.log(LogLevel::Debug, Some(&connect.client_id), || "client identifier rejected".into());
             let _ = write_and_close(stream, &refusal_connack(code)).await;
-            return;
+            return None;
         }
     };
     let _ = stream.set_nodelay(true);
@@ -102,7 +113,7 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         client_id: client_id.clone(),
         session: attached.session,
         control,
-        will: connect.will.clone(),
+        will: connect.will.map(Box::new),
         keep_alive: (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500)),
         read_buf,
         write_buf: BytesMut::with_capacity(256),
@@ -124,8 +135,7 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         keep_alive: connect.keep_alive,
     });
     conn.resend_inflight();
-    let reason = conn.run().await;
-    conn.finish(reason).await;
+    Some(conn)
 }
 
 /// Applies the client identifier rules [MQTT-3.1.3-6..9]; returns the id
@@ -165,7 +175,7 @@ pub(crate) struct Connection {
     pub(crate) client_id: String,
     pub(crate) session: Arc<Session>,
     pub(crate) control: Arc<ConnControl>,
-    pub(crate) will: Option<LastWill>,
+    pub(crate) will: Option<Box<LastWill>>,
     keep_alive: Option<Duration>,
     read_buf: BytesMut,
     pub(crate) write_buf: BytesMut,
@@ -382,5 +392,35 @@ impl Connection {
             }
         }
         self.state.events.emit(BrokerEvent::ClientDisconnected { client_id: self.client_id, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{BrokerConfig, LogLevel};
+    use crate::events::{BrokerEvent, EventBus, EventSink};
+    use crate::state::BrokerState;
+    use crate::stats::Stats;
+    use std::sync::Arc;
+
+    struct Discard;
+    impl EventSink for Discard {
+        fn deliver(&self, _: Vec<BrokerEvent>) {}
+    }
+
+    /// Every idle connection pays for its task's future: keep it small so
+    /// 10,000 idle clients cost megabytes, not tens of megabytes.
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let stats = Arc::new(Stats::default());
+        let events = EventBus::start(Arc::new(Discard), LogLevel::Info, stats.clone());
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, rx));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let task = super::serve(state, stream, addr);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "the connection future grew to {size} bytes");
     }
 }
