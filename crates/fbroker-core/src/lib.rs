@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 mod connection;
 pub mod events;
+pub mod hooks;
 pub mod limits;
 mod listener;
 pub mod message;
