@@ -4,6 +4,8 @@
 
 use crate::config::BrokerConfig;
 use crate::events::{EventBus, EventSink};
+use crate::hooks::{HookBridge, HookResponse, HookSink};
+use fbroker_auth::{Acl, PasswordFile};
 use crate::listener::{accept_loop, bind, BoundListener};
 use crate::message::Message;
 use crate::state::BrokerState;
@@ -28,7 +30,9 @@ pub struct Broker {
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Broker {
-    pub fn start(config: BrokerConfig, sink: Arc<dyn EventSink>) -> Result<Broker, String> {
+    /// `hook_sink` receives plugin hook requests; it is used only when
+    /// `config.hooks` names at least one hook.
+    pub fn start(config: BrokerConfig, sink: Arc<dyn EventSink>, hook_sink: Option<Arc<dyn HookSink>>) -> Result<Broker, String> {
         let threads = if config.worker_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -53,7 +57,11 @@ impl Broker {
         let stats = Arc::new(Stats::default());
         let state = runtime.block_on(async {
             let events = EventBus::start(sink, config.log_level, stats.clone());
-            Arc::new(BrokerState::new(config, stats, events, shutdown_rx))
+            let hooks = match hook_sink {
+                Some(hook_sink) if config.hooks.any() => Some(HookBridge::start(hook_sink, config.hooks, config.hook_timeout)),
+                _ => None,
+            };
+            Arc::new(BrokerState::new(config, stats, events, hooks, shutdown_rx))
         });
         for listener in std_listeners {
             let state = state.clone();
@@ -92,6 +100,17 @@ impl Broker {
         }
     }
 
+    /// Replaces the password file and ACL (SIGHUP) without dropping any
+    /// connection; connected clients use the new ACL from their next packet.
+    pub fn reload_auth(&self, password_file: Option<PasswordFile>, acl: Option<Acl>) {
+        self.state.auth.reload(password_file, acl);
+    }
+
+    /// The control plane's answer to hook request `id`.
+    pub fn resolve_hook(&self, id: u64, response: HookResponse) -> bool {
+        self.state.hooks.as_ref().is_some_and(|h| h.resolve(id, response))
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.state.stats;
         StatsSnapshot {
@@ -104,6 +123,7 @@ impl Broker {
             bytes_received: Stats::load(&s.bytes_received),
             bytes_sent: Stats::load(&s.bytes_sent),
             publish_dropped: Stats::load(&s.publish_dropped),
+            publish_denied: Stats::load(&s.publish_denied),
             events_dropped: Stats::load(&s.events_dropped),
             uptime_secs: s.started.elapsed().as_secs_f64(),
         }

@@ -1,6 +1,8 @@
 //! The engine's configuration. The TypeScript control plane parses and
 //! validates the user's file; this struct is what crosses the FFI.
 
+use crate::auth::AuthSettings;
+use crate::hooks::RegisteredHooks;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,11 @@ pub struct BrokerConfig {
     /// 0 = one per CPU core.
     pub worker_threads: usize,
     pub log_level: LogLevel,
+    pub auth: AuthSettings,
+    /// Plugin hooks the control plane registered; only these cross the FFI.
+    pub hooks: RegisteredHooks,
+    /// A hook that has not answered by then fails closed.
+    pub hook_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +108,9 @@ impl Default for BrokerConfig {
             session_expiry: Some(Duration::from_secs(7200)),
             worker_threads: 0,
             log_level: LogLevel::Info,
+            auth: AuthSettings::default(),
+            hooks: RegisteredHooks::default(),
+            hook_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (TypeScript) configures it, receives batched lifecycle events from it,
 //! and commands it through [`Broker`].
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 mod connection;

@@ -1,6 +1,8 @@
 //! Everything the socket tasks share, behind one `Arc`.
 
+use crate::auth::Auth;
 use crate::config::BrokerConfig;
+use crate::hooks::HookBridge;
 use crate::events::EventBus;
 use crate::message::SharedMessage;
 use crate::registry::Registry;
@@ -18,19 +20,31 @@ pub struct BrokerState {
     pub events: EventBus,
     pub router: Router,
     pub registry: Registry,
+    pub auth: Auth,
+    /// Present when at least one plugin hook is registered.
+    pub hooks: Option<Arc<HookBridge>>,
     /// Flips to true once when the broker stops.
     pub shutdown: watch::Receiver<bool>,
     next_conn_id: AtomicU64,
 }
 
 impl BrokerState {
-    pub fn new(config: BrokerConfig, stats: Arc<Stats>, events: EventBus, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        config: BrokerConfig,
+        stats: Arc<Stats>,
+        events: EventBus,
+        hooks: Option<Arc<HookBridge>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let queue_limits = QueueLimits {
             max_messages: config.max_queued_messages,
             max_bytes: config.max_queued_bytes,
             policy: config.queue_drop_policy,
         };
+        let auth = Auth::new(config.auth.clone());
         BrokerState {
+            auth,
+            hooks,
             config,
             queue_limits,
             stats,

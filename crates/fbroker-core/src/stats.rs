@@ -14,6 +14,8 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub publish_dropped: AtomicU64,
+    /// Publishes refused by the ACL or a plugin (acknowledged, not routed).
+    pub publish_denied: AtomicU64,
     pub events_dropped: AtomicU64,
 }
 
@@ -27,6 +29,7 @@ impl Default for Stats {
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             publish_dropped: AtomicU64::new(0),
+            publish_denied: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
         }
     }
@@ -44,6 +47,7 @@ pub struct StatsSnapshot {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub publish_dropped: u64,
+    pub publish_denied: u64,
     pub events_dropped: u64,
     pub uptime_secs: f64,
 }

@@ -10,6 +10,9 @@
 
 #![deny(clippy::all)]
 
+use fbroker_auth::{Acl, PasswordFile};
+use fbroker_core::auth::AuthSettings;
+use fbroker_core::hooks::{HookRequest, HookResponse, HookSink, RegisteredHooks};
 use fbroker_core::{
     Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerProtocol, LogLevel, QueueDropPolicy,
 };
@@ -24,6 +27,12 @@ use std::time::Duration;
 /// `(err, events)`. Strong: the broker keeps Node's event loop alive until
 /// it is stopped, like a listening `net.Server`.
 type EventsCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, true, false, 1024>;
+
+/// Plugin hook requests, batched. Unbounded (0): every request must reach
+/// JS, and each connection has at most one outstanding, so the queue is
+/// bounded by the number of connections. Weak: hooks alone do not keep
+/// Node alive; the events callback does.
+type HooksCallback = ThreadsafeFunction<Vec<NativeHookRequest>, (), Vec<NativeHookRequest>, Status, true, true, 0>;
 
 #[napi(object)]
 pub struct NativeListenerConfig {
@@ -48,6 +57,61 @@ pub struct NativeBrokerConfig {
     pub session_expiry_secs: u32,
     pub worker_threads: u32,
     pub log_level: String,
+    pub allow_anonymous: bool,
+    /// Contents of the password file (Mosquitto `$7$`/`$6$` or legacy sha256 lines).
+    pub password_file: Option<String>,
+    /// Contents of the ACL file (Mosquitto format).
+    pub acl_file: Option<String>,
+    pub hooks: NativeRegisteredHooks,
+    pub hook_timeout_ms: u32,
+    pub publish_auth_cache_ttl_ms: u32,
+}
+
+#[napi(object)]
+pub struct NativeRegisteredHooks {
+    pub authenticate: bool,
+    pub authorize_subscribe: bool,
+    pub authorize_publish: bool,
+}
+
+#[napi(object)]
+pub struct NativeHookClient {
+    pub id: String,
+    pub username: Option<String>,
+    pub address: String,
+    pub protocol_version: u32,
+}
+
+#[napi(object)]
+pub struct NativePublishCheck {
+    pub topic: String,
+    pub payload: Buffer,
+    pub qos: u32,
+    pub retain: bool,
+}
+
+#[napi(object)]
+pub struct NativeHookRequest {
+    pub id: f64,
+    /// 'authenticate' | 'authorizeSubscribe' | 'authorizePublish'
+    pub kind: String,
+    pub client: NativeHookClient,
+    pub username: Option<String>,
+    pub password: Option<Buffer>,
+    pub subscriptions: Option<Vec<NativeSubscription>>,
+    pub publishes: Option<Vec<NativePublishCheck>>,
+}
+
+#[napi(object)]
+pub struct NativeHookResponse {
+    pub id: f64,
+    pub kind: String,
+    /// authenticate: 0 accepts, another number is the CONNACK return code, absent = no plugin answered.
+    pub code: Option<u32>,
+    /// authorizeSubscribe: per filter, the granted QoS ceiling or 128 (0x80).
+    pub grants: Option<Vec<u32>>,
+    /// authorizePublish: per publish.
+    pub allowed: Option<Vec<bool>>,
 }
 
 #[napi(object)]
@@ -92,6 +156,7 @@ pub struct NativeStats {
     pub bytes_received: f64,
     pub bytes_sent: f64,
     pub publish_dropped: f64,
+    pub publish_denied: f64,
     pub events_dropped: f64,
     pub uptime_secs: f64,
 }
@@ -119,6 +184,8 @@ fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
         other => return Err(invalid(format!("queueDropPolicy {other:?} is not one of drop_oldest, drop_new"))),
     };
     let log_level = LogLevel::parse(&c.log_level).ok_or_else(|| invalid(format!("logLevel {:?} is not valid", c.log_level)))?;
+    let password_file = c.password_file.as_deref().map(parse_password_file).transpose()?;
+    let acl = c.acl_file.as_deref().map(parse_acl).transpose()?;
     Ok(BrokerConfig {
         listeners,
         max_connections: c.max_connections as usize,
@@ -134,7 +201,119 @@ fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
         session_expiry: (c.session_expiry_secs > 0).then(|| Duration::from_secs(c.session_expiry_secs as u64)),
         worker_threads: c.worker_threads as usize,
         log_level,
+        auth: AuthSettings {
+            allow_anonymous: c.allow_anonymous,
+            password_file,
+            acl,
+            publish_cache_ttl: Duration::from_millis(c.publish_auth_cache_ttl_ms as u64),
+        },
+        hooks: RegisteredHooks {
+            authenticate: c.hooks.authenticate,
+            authorize_subscribe: c.hooks.authorize_subscribe,
+            authorize_publish: c.hooks.authorize_publish,
+        },
+        hook_timeout: Duration::from_millis(c.hook_timeout_ms.max(1) as u64),
     })
+}
+
+/// Parse errors name the line ("password file line 3: ..."); the control
+/// plane adds the file's path.
+fn parse_password_file(text: &str) -> Result<PasswordFile> {
+    PasswordFile::parse(text).map(|(file, _warnings)| file).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+}
+
+fn parse_acl(text: &str) -> Result<Acl> {
+    Acl::parse(text).map(|(acl, _warnings)| acl).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+}
+
+/// Warnings (legacy hashes, duplicate users, placeholders in `topic` lines)
+/// for the control plane to log; parse errors are thrown.
+#[napi(catch_unwind)]
+pub fn check_auth_files(password_file: Option<String>, acl_file: Option<String>) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    if let Some(text) = password_file {
+        let (_, w) = PasswordFile::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        warnings.extend(w.iter().map(|w| format!("password file: {w}")));
+    }
+    if let Some(text) = acl_file {
+        let (_, w) = Acl::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        warnings.extend(w.iter().map(|w| format!("ACL file: {w}")));
+    }
+    Ok(warnings)
+}
+
+/// A Mosquitto-compatible `$7$` PBKDF2-SHA512 hash with a fresh salt.
+#[napi(catch_unwind)]
+pub fn hash_password(password: Buffer, iterations: u32) -> String {
+    fbroker_auth::hash_password(&password, iterations.max(1), &fbroker_auth::generate_salt())
+}
+
+fn to_native_hook_request(id: u64, request: HookRequest) -> NativeHookRequest {
+    let client_of = |c: fbroker_core::hooks::ClientInfo| NativeHookClient {
+        id: c.client_id,
+        username: c.username,
+        address: c.address,
+        protocol_version: c.protocol_version as u32,
+    };
+    let mut out = NativeHookRequest {
+        id: id as f64,
+        kind: String::new(),
+        client: NativeHookClient { id: String::new(), username: None, address: String::new(), protocol_version: 0 },
+        username: None,
+        password: None,
+        subscriptions: None,
+        publishes: None,
+    };
+    match request {
+        HookRequest::Authenticate { client, username, password } => {
+            out.kind = "authenticate".into();
+            out.client = client_of(client);
+            out.username = username;
+            out.password = password.map(|p| Buffer::from(p.to_vec()));
+        }
+        HookRequest::AuthorizeSubscribe { client, subscriptions } => {
+            out.kind = "authorizeSubscribe".into();
+            out.client = client_of(client);
+            out.subscriptions =
+                Some(subscriptions.into_iter().map(|(topic, qos)| NativeSubscription { topic, qos: qos as u32 }).collect());
+        }
+        HookRequest::AuthorizePublish { client, publishes } => {
+            out.kind = "authorizePublish".into();
+            out.client = client_of(client);
+            out.publishes = Some(
+                publishes
+                    .into_iter()
+                    .map(|p| NativePublishCheck {
+                        topic: p.topic,
+                        payload: Buffer::from(p.payload.to_vec()),
+                        qos: p.qos as u32,
+                        retain: p.retain,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn to_hook_response(r: NativeHookResponse) -> Option<HookResponse> {
+    match r.kind.as_str() {
+        "authenticate" => Some(HookResponse::Authenticate(r.code.map(|c| c.min(255) as u8))),
+        "authorizeSubscribe" => Some(HookResponse::AuthorizeSubscribe(r.grants?.into_iter().map(|g| g.min(0x80) as u8).collect())),
+        "authorizePublish" => Some(HookResponse::AuthorizePublish(r.allowed?)),
+        _ => None,
+    }
+}
+
+struct JsHookSink {
+    callback: HooksCallback,
+}
+
+impl HookSink for JsHookSink {
+    fn deliver(&self, batch: Vec<(u64, HookRequest)>) {
+        let requests = batch.into_iter().map(|(id, r)| to_native_hook_request(id, r)).collect();
+        self.callback.call(Ok(requests), ThreadsafeFunctionCallMode::NonBlocking);
+    }
 }
 
 fn to_native_event(e: BrokerEvent) -> NativeEvent {
@@ -200,6 +379,7 @@ pub struct NativeBroker {
 pub struct StartTask {
     config: Option<BrokerConfig>,
     sink: Option<JsEventSink>,
+    hook_sink: Option<JsHookSink>,
 }
 
 impl Task for StartTask {
@@ -209,7 +389,8 @@ impl Task for StartTask {
     fn compute(&mut self) -> Result<Broker> {
         let config = self.config.take().expect("start runs once");
         let sink = self.sink.take().expect("start runs once");
-        Broker::start(config, Arc::new(sink)).map_err(|e| Error::new(Status::GenericFailure, e))
+        let hook_sink = self.hook_sink.take().map(|s| Arc::new(s) as Arc<dyn HookSink>);
+        Broker::start(config, Arc::new(sink), hook_sink).map_err(|e| Error::new(Status::GenericFailure, e))
     }
 
     fn resolve(&mut self, _env: Env, broker: Broker) -> Result<NativeBroker> {
@@ -241,13 +422,52 @@ impl NativeBroker {
     /// through `onEvents(err, events)`.
     #[napi(
         catch_unwind,
-        ts_args_type = "config: NativeBrokerConfig, onEvents: (err: Error | null, events: NativeEvent[]) => void",
+        ts_args_type = "config: NativeBrokerConfig, onEvents: (err: Error | null, events: NativeEvent[]) => void, onHooks?: (err: Error | null, requests: NativeHookRequest[]) => void",
         ts_return_type = "Promise<NativeBroker>"
     )]
-    pub fn start(config: NativeBrokerConfig, on_events: Function<'_, Vec<NativeEvent>, ()>) -> Result<AsyncTask<StartTask>> {
+    pub fn start(
+        config: NativeBrokerConfig,
+        on_events: Function<'_, Vec<NativeEvent>, ()>,
+        on_hooks: Option<Function<'_, Vec<NativeHookRequest>, ()>>,
+    ) -> Result<AsyncTask<StartTask>> {
         let config = to_core_config(config)?;
-        let callback: EventsCallback = on_events.build_threadsafe_function::<Vec<NativeEvent>>().callee_handled::<true>().max_queue_size::<1024>().build()?;
-        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }) }))
+        let callback: EventsCallback =
+            on_events.build_threadsafe_function::<Vec<NativeEvent>>().callee_handled::<true>().max_queue_size::<1024>().build()?;
+        let hook_sink = match on_hooks {
+            Some(f) if config.hooks.any() => {
+                let callback: HooksCallback = f
+                    .build_threadsafe_function::<Vec<NativeHookRequest>>()
+                    .callee_handled::<true>()
+                    .weak::<true>()
+                    .max_queue_size::<0>()
+                    .build()?;
+                Some(JsHookSink { callback })
+            }
+            _ => None,
+        };
+        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink }))
+    }
+
+    /// Answers to hook requests, by id; unknown (timed-out) ids are ignored.
+    #[napi(catch_unwind)]
+    pub fn resolve_hooks(&self, responses: Vec<NativeHookResponse>) {
+        for r in responses {
+            let id = r.id as u64;
+            if let Some(response) = to_hook_response(r) {
+                self.inner.resolve_hook(id, response);
+            }
+        }
+    }
+
+    /// Replaces the password file and ACL (both as file contents; None =
+    /// not configured) without dropping connections. Throws on a parse
+    /// error, leaving the previous files in force.
+    #[napi(catch_unwind)]
+    pub fn reload_auth(&self, password_file: Option<String>, acl_file: Option<String>) -> Result<()> {
+        let password_file = password_file.as_deref().map(parse_password_file).transpose()?;
+        let acl = acl_file.as_deref().map(parse_acl).transpose()?;
+        self.inner.reload_auth(password_file, acl);
+        Ok(())
     }
 
     #[napi(catch_unwind)]
@@ -284,6 +504,7 @@ impl NativeBroker {
             bytes_received: s.bytes_received as f64,
             bytes_sent: s.bytes_sent as f64,
             publish_dropped: s.publish_dropped as f64,
+            publish_denied: s.publish_denied as f64,
             events_dropped: s.events_dropped as f64,
             uptime_secs: s.uptime_secs,
         }

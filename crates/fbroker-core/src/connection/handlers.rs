@@ -3,6 +3,7 @@
 use super::{Connection, Flow};
 use crate::config::LogLevel;
 use crate::events::{BrokerEvent, DisconnectReason};
+use crate::hooks::{HookRequest, HookResponse};
 use crate::message::Message;
 use crate::router::SubscriptionEntry;
 use crate::topic::{validate_topic_filter, validate_topic_name};
@@ -12,9 +13,10 @@ use fbroker_codec::{reason, Packet, Properties, Publish, QoS, SubAck, Subscribe,
 const SUBACK_FAILURE: u8 = 0x80;
 
 impl Connection {
-    pub(crate) fn handle_packet(&mut self, packet: Packet) -> Flow {
+    /// `publish_allowed` is the plugins' verdict when this is a PUBLISH.
+    pub(crate) fn handle_packet(&mut self, packet: Packet, publish_allowed: bool) -> Flow {
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::Publish(publish) => self.on_publish(publish, publish_allowed),
             Packet::PubAck(ack) => {
                 self.session.state.lock().inflight.puback(ack.packet_id);
                 Flow::Continue
@@ -35,7 +37,7 @@ impl Connection {
                 self.send_ack(Packet::PubComp, ack.packet_id);
                 Flow::Continue
             }
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, None),
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
             Packet::PingReq => {
                 self.send(&Packet::PingResp);
@@ -57,16 +59,22 @@ impl Connection {
         }
     }
 
-    fn on_publish(&mut self, publish: Publish) -> Flow {
+    fn on_publish(&mut self, publish: Publish, allowed_by_plugins: bool) -> Flow {
         let config = &self.state.config;
         if let Err(e) = validate_topic_name(publish.topic.as_str(), config.max_topic_levels, config.max_topic_length) {
             self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("invalid topic name: {e}"));
             return Flow::Close(DisconnectReason::ProtocolError);
         }
         self.received += 1;
-        // `$SYS` belongs to the broker: a client publish there is
-        // acknowledged as the protocol requires, then dropped.
-        let deliver = !publish.topic.as_str().starts_with("$SYS");
+        // A refused publish is still acknowledged, as MQTT 3.1.1 allows, and
+        // then dropped. `$SYS` belongs to the broker and is never writable.
+        let deliver = allowed_by_plugins
+            && !publish.topic.as_str().starts_with("$SYS")
+            && self.acl.as_ref().is_none_or(|acl| acl.can_publish(publish.topic.as_str()));
+        if !deliver {
+            self.state.stats.publish_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("publish to {} denied", publish.topic));
+        }
         match publish.qos {
             QoS::AtMostOnce => {
                 if deliver {
@@ -94,7 +102,8 @@ impl Connection {
         Flow::Continue
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) -> Flow {
+    /// `plugin_grants`: the `authorizeSubscribe` hook's per-filter verdict.
+    pub(crate) fn on_subscribe(&mut self, subscribe: Subscribe, plugin_grants: Option<Vec<u8>>) -> Flow {
         let config = &self.state.config;
         let mut return_codes = Vec::with_capacity(subscribe.filters.len());
         let mut granted = Vec::with_capacity(subscribe.filters.len());
@@ -107,11 +116,19 @@ impl Connection {
                 return Flow::Close(DisconnectReason::Takeover);
             }
             let mut trie = self.state.router.subscriptions.write();
-            for request in &subscribe.filters {
-                if validate_topic_filter(&request.filter, config.max_topic_levels, config.max_topic_length).is_err() {
+            for (i, request) in subscribe.filters.iter().enumerate() {
+                let valid = validate_topic_filter(&request.filter, config.max_topic_levels, config.max_topic_length).is_ok();
+                let permitted = self.acl.as_ref().is_none_or(|acl| acl.can_subscribe(&request.filter));
+                let ceiling = plugin_grants.as_ref().map_or(2, |g| g[i]);
+                if !valid || !permitted || ceiling == SUBACK_FAILURE {
                     return_codes.push(SUBACK_FAILURE);
                     continue;
                 }
+                let mut options = request.options;
+                if (options.qos as u8) > ceiling {
+                    options.qos = QoS::from_u8(ceiling).unwrap_or_default();
+                }
+                let request = &fbroker_codec::SubscribeFilter { filter: request.filter.clone(), options };
                 let entry = SubscriptionEntry { options: request.options, session: self.session.clone() };
                 // Replaces an existing subscription with the same filter
                 // [MQTT-3.8.4-3].
@@ -140,6 +157,21 @@ impl Connection {
             self.state.events.emit(BrokerEvent::Subscribed { client_id: self.client_id.clone(), subscriptions: granted });
         }
         Flow::Continue
+    }
+
+    /// The plugins' `authorizeSubscribe` verdict per filter (granted QoS
+    /// ceiling or 0x80), or None when no plugin registered that hook.
+    pub(crate) async fn authorize_subscribe(&self, subscribe: &Subscribe) -> Option<Vec<u8>> {
+        let bridge = self.state.hooks.as_ref().filter(|h| h.registered.authorize_subscribe)?;
+        let client = self.hook_client.clone()?;
+        let subscriptions = subscribe.filters.iter().map(|f| (f.filter.clone(), f.options.qos as u8)).collect();
+        // Boxed: the wait's state would otherwise enlarge every idle
+        // connection's task.
+        match Box::pin(bridge.call(HookRequest::AuthorizeSubscribe { client, subscriptions })).await {
+            Some(HookResponse::AuthorizeSubscribe(codes)) if codes.len() == subscribe.filters.len() => Some(codes),
+            // No answer in time: fail closed.
+            _ => Some(vec![SUBACK_FAILURE; subscribe.filters.len()]),
+        }
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Flow {

@@ -9,9 +9,12 @@
 
 mod handlers;
 mod handshake;
+mod publish_auth;
 
 use crate::config::LogLevel;
 use crate::events::{BrokerEvent, DisconnectReason};
+use crate::hooks::ClientInfo;
+use fbroker_auth::ClientAcl;
 use crate::message::Message;
 use crate::session::inflight::{InflightEntry, Stage};
 use crate::session::{ConnControl, Session};
@@ -101,10 +104,25 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
             return None;
         }
     };
+    let client = ClientInfo {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        address: peer.to_string(),
+        protocol_version: connect.protocol.level(),
+    };
+    let hooks = state.hooks.clone();
+    if let Err(code) = state.auth.authenticate(hooks.as_deref(), &client, connect.username.as_deref(), connect.password.as_ref()).await {
+        state.events.log(LogLevel::Debug, Some(&client_id), || format!("connection refused with return code {code}"));
+        let _ = write_and_close(stream, &refusal_connack(code)).await;
+        return None;
+    }
     let _ = stream.set_nodelay(true);
+    let acl_generation = state.auth.generation();
+    let acl = state.auth.compile_acl(&client_id, connect.username.as_deref());
     let conn_id = state.next_conn_id();
     let control = ConnControl::new(conn_id);
     let attached = state.registry.attach(&state.router, &client_id, connect.clean_start, control.clone());
+    attached.session.state.lock().acl = acl.clone();
     let mut conn = Connection {
         state: state.clone(),
         stream,
@@ -119,6 +137,11 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         write_buf: BytesMut::with_capacity(256),
         received: 0,
         sent: 0,
+        acl,
+        acl_generation,
+        username: client.username.clone(),
+        hook_client: hooks.is_some().then_some(client),
+        publish_verdicts: None,
     };
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: attached.session_present,
@@ -182,6 +205,21 @@ pub(crate) struct Connection {
     /// Counters batched per wake-up before touching the shared stats.
     pub(crate) received: u64,
     sent: u64,
+    /// This client's compiled ACL; None = every topic allowed.
+    pub(crate) acl: Option<Arc<ClientAcl>>,
+    acl_generation: u64,
+    username: Option<String>,
+    /// Who this client is, for plugin hooks (None when no hook is registered).
+    pub(crate) hook_client: Option<ClientInfo>,
+    /// Plugins' recent `authorizePublish` answers by topic.
+    pub(crate) publish_verdicts: Option<Box<crate::connection::publish_auth::VerdictCache>>,
+}
+
+/// The outcome of decoding and handling one packet synchronously.
+enum Step {
+    Handled(Flow),
+    Incomplete,
+    SubscribeNeedsHook(Box<fbroker_codec::Subscribe>),
 }
 
 /// What ended the session loop.
@@ -214,6 +252,7 @@ impl Connection {
                 return reason;
             }
             let want_write = !self.write_buf.is_empty();
+            let mut readable = false;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
@@ -222,15 +261,7 @@ impl Connection {
                     if ready.is_err() {
                         return DisconnectReason::SocketError;
                     }
-                    match self.read_and_handle() {
-                        Ok(true) => {
-                            if let Some(k) = self.keep_alive {
-                                keep_alive_deadline.as_mut().reset(Instant::now() + k);
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(reason) => return reason,
-                    }
+                    readable = true;
                 }
                 ready = self.stream.writable(), if want_write => {
                     if ready.is_err() {
@@ -242,12 +273,25 @@ impl Connection {
                     return DisconnectReason::KeepAliveTimeout;
                 }
             }
+            // Handled outside the select so that a plugin hook awaited while
+            // handling does not hold the other branches' futures.
+            if readable {
+                match self.read_and_handle().await {
+                    Ok(true) => {
+                        if let Some(k) = self.keep_alive {
+                            keep_alive_deadline.as_mut().reset(Instant::now() + k);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(reason) => return reason,
+                }
+            }
         }
     }
 
     /// Drains the socket (up to the read budget), then decodes and handles
     /// every whole packet. Ok(true) when any byte arrived.
-    fn read_and_handle(&mut self) -> Result<bool, DisconnectReason> {
+    async fn read_and_handle(&mut self) -> Result<bool, DisconnectReason> {
         let mut total = 0;
         let mut peer_closed = false;
         while total < READ_BUDGET {
@@ -266,7 +310,7 @@ impl Connection {
             }
         }
         Stats::add(&self.state.stats.bytes_received, total as u64);
-        let flow = self.handle_buffered();
+        let flow = self.handle_buffered().await;
         Stats::add(&self.state.stats.messages_received, std::mem::take(&mut self.received));
         if let Flow::Close(reason) = flow? {
             return Err(reason);
@@ -283,21 +327,94 @@ impl Connection {
         Ok(total > 0)
     }
 
-    fn handle_buffered(&mut self) -> Result<Flow, DisconnectReason> {
+    async fn handle_buffered(&mut self) -> Result<Flow, DisconnectReason> {
+        self.refresh_acl();
+        if self.state.hooks.as_ref().is_some_and(|h| h.registered.authorize_publish) {
+            return Ok(Box::pin(self.handle_buffered_with_publish_hook()).await);
+        }
         loop {
-            match fbroker_codec::decode(&mut self.read_buf, self.version, self.state.config.max_packet_size) {
-                Ok(fbroker_codec::Decoded::Packet(packet)) => {
-                    if let Flow::Close(reason) = self.handle_packet(packet) {
+            // Decoding and handling stay synchronous; only a SUBSCRIBE that
+            // waits for a plugin suspends, and it is boxed so that an idle
+            // connection's task does not reserve room for a whole packet.
+            match self.decode_and_handle_next() {
+                Step::Handled(Flow::Continue) => {}
+                Step::Handled(flow) => return Ok(flow),
+                Step::Incomplete => return Ok(Flow::Continue),
+                Step::SubscribeNeedsHook(subscribe) => {
+                    if let Flow::Close(reason) = Box::pin(self.subscribe_with_hook(*subscribe)).await {
                         return Ok(Flow::Close(reason));
                     }
                 }
-                Ok(fbroker_codec::Decoded::Incomplete { .. }) => return Ok(Flow::Continue),
+            }
+        }
+    }
+
+    fn decode_and_handle_next(&mut self) -> Step {
+        match fbroker_codec::decode(&mut self.read_buf, self.version, self.state.config.max_packet_size) {
+            Ok(fbroker_codec::Decoded::Packet(Packet::Subscribe(subscribe))) if self.subscribe_hook() => {
+                Step::SubscribeNeedsHook(Box::new(subscribe))
+            }
+            Ok(fbroker_codec::Decoded::Packet(packet)) => Step::Handled(self.handle_packet(packet, true)),
+            Ok(fbroker_codec::Decoded::Incomplete { .. }) => Step::Incomplete,
+            Err(e) => Step::Handled(self.malformed(e)),
+        }
+    }
+
+    fn subscribe_hook(&self) -> bool {
+        self.state.hooks.as_ref().is_some_and(|h| h.registered.authorize_subscribe)
+    }
+
+    async fn subscribe_with_hook(&mut self, subscribe: fbroker_codec::Subscribe) -> Flow {
+        let grants = self.authorize_subscribe(&subscribe).await;
+        self.on_subscribe(subscribe, grants)
+    }
+
+    /// With an `authorizePublish` hook, every whole packet of the batch is
+    /// decoded first so all its publishes are authorized in one call; the
+    /// packets are then handled in their original order.
+    async fn handle_buffered_with_publish_hook(&mut self) -> Flow {
+        let mut packets = Vec::new();
+        let mut malformed = None;
+        loop {
+            match fbroker_codec::decode(&mut self.read_buf, self.version, self.state.config.max_packet_size) {
+                Ok(fbroker_codec::Decoded::Packet(packet)) => packets.push(packet),
+                Ok(fbroker_codec::Decoded::Incomplete { .. }) => break,
                 Err(e) => {
-                    self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("malformed packet from {}: {e}", self.peer));
-                    return Ok(Flow::Close(DisconnectReason::ProtocolError));
+                    malformed = Some(e);
+                    break;
                 }
             }
         }
+        let verdicts = self.authorize_publishes(&packets).await;
+        for (packet, allowed) in packets.into_iter().zip(verdicts) {
+            let flow = match packet {
+                Packet::Subscribe(subscribe) if self.subscribe_hook() => self.subscribe_with_hook(subscribe).await,
+                packet => self.handle_packet(packet, allowed),
+            };
+            if let Flow::Close(reason) = flow {
+                return Flow::Close(reason);
+            }
+        }
+        match malformed {
+            Some(e) => self.malformed(e),
+            None => Flow::Continue,
+        }
+    }
+
+    fn malformed(&self, e: fbroker_codec::DecodeError) -> Flow {
+        self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("malformed packet from {}: {e}", self.peer));
+        Flow::Close(DisconnectReason::ProtocolError)
+    }
+
+    /// Picks up a reloaded ACL before the next packet is handled.
+    fn refresh_acl(&mut self) {
+        let generation = self.state.auth.generation();
+        if generation == self.acl_generation {
+            return;
+        }
+        self.acl_generation = generation;
+        self.acl = self.state.auth.compile_acl(&self.client_id, self.username.as_deref());
+        self.session.state.lock().acl = self.acl.clone();
     }
 
     /// Moves queued messages into the write buffer while the in-flight
@@ -415,7 +532,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let events = EventBus::start(Arc::new(Discard), LogLevel::Info, stats.clone());
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, rx));
+        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, None, rx));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -7,6 +7,7 @@ pub mod queue;
 
 use crate::events::DisconnectReason;
 use crate::message::SharedMessage;
+use fbroker_auth::ClientAcl;
 use ahash::{AHashMap, AHashSet};
 use fbroker_codec::{QoS, SubscriptionOptions};
 use inflight::OutboundInflight;
@@ -68,6 +69,8 @@ pub struct SessionState {
     pub incoming_qos2: AHashSet<u16>,
     pub owner: Option<Arc<ConnControl>>,
     pub disconnected_at: Option<Instant>,
+    /// Read rules of the client's ACL, checked per delivery; None = all.
+    pub acl: Option<Arc<ClientAcl>>,
 }
 
 impl SessionState {
@@ -96,6 +99,7 @@ impl Session {
                 incoming_qos2: AHashSet::new(),
                 owner: Some(owner),
                 disconnected_at: None,
+                acl: None,
             }),
         })
     }
@@ -104,6 +108,12 @@ impl Session {
     /// how many messages the queue limits discarded.
     pub fn enqueue(&self, msg: SharedMessage, qos: QoS, retain: bool, limits: &QueueLimits) -> u64 {
         let mut st = self.state.lock();
+        if let Some(acl) = &st.acl {
+            // Denied reads are not delivered (nor counted as drops).
+            if acl.needs_delivery_check() && !acl.can_receive(msg.topic.as_str()) {
+                return 0;
+            }
+        }
         let Some(owner) = st.owner.clone() else {
             // Offline: only QoS 1 and 2 are kept for later [MQTT-3.1.2-5].
             if qos == QoS::AtMostOnce || !st.persistent {
