@@ -197,6 +197,10 @@ export class Broker extends EventEmitter {
       sessionExpirySecs: settings.sessionExpirySecs,
       workerThreads: settings.workerThreads,
       logLevel: nativeLogLevel(options, settings),
+      allowAnonymous: true,
+      hooks: { authenticate: false, authorizeSubscribe: false, authorizePublish: false },
+      hookTimeoutMs: 5000,
+      publishAuthCacheTtlMs: 1000,
     }
 
     const broker = new Broker(logger, openFileLimit)

@@ -11,6 +11,7 @@ export {
   type Subscription,
   type UnsubscribedEvent,
 } from './broker'
+export * from './auth'
 export { ConfigError, describeSource, formatIssue, type ConfigIssue, type ConfigSource } from './config/errors'
 export {
   loadConfig,

@@ -39,7 +39,67 @@ export interface NativeBrokerConfig {
   workerThreads: number
   /** Rust filters log events below this before crossing to JS */
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'
+  /** clients without a user name may connect */
+  allowAnonymous: boolean
+  /** password file contents (Mosquitto `$7$`/`$6$` lines or legacy sha256); checked in Rust */
+  passwordFile?: string
+  /** ACL file contents (Mosquitto format); compiled per client and checked in Rust */
+  aclFile?: string
+  /** plugin hooks that have at least one implementation: only these cross the FFI */
+  hooks: NativeRegisteredHooks
+  /** an unanswered hook request fails closed after this long */
+  hookTimeoutMs: number
+  /** authorizePublish answers are reused per (client, topic) for this long; 0 = no cache */
+  publishAuthCacheTtlMs: number
 }
+
+export interface NativeRegisteredHooks {
+  authenticate: boolean
+  authorizeSubscribe: boolean
+  authorizePublish: boolean
+}
+
+export interface NativeHookClient {
+  id: string
+  username?: string
+  address: string
+  protocolVersion: number
+}
+
+export interface NativePublishCheck {
+  topic: string
+  payload: Buffer
+  qos: number
+  retain: boolean
+}
+
+/** A batched request from the engine for a plugin decision. */
+export interface NativeHookRequest {
+  id: number
+  kind: 'authenticate' | 'authorizeSubscribe' | 'authorizePublish'
+  client: NativeHookClient
+  /** authenticate */
+  username?: string
+  /** authenticate */
+  password?: Buffer
+  /** authorizeSubscribe: the SUBSCRIBE's filters and requested QoS */
+  subscriptions?: NativeSubscription[]
+  /** authorizePublish: every publish of one read batch without a cached answer */
+  publishes?: NativePublishCheck[]
+}
+
+export interface NativeHookResponse {
+  id: number
+  kind: NativeHookRequest['kind']
+  /** authenticate: 0 accepts, another number is the CONNACK return code; absent = no plugin answered */
+  code?: number
+  /** authorizeSubscribe: granted QoS ceiling per filter, or 128 (0x80) */
+  grants?: number[]
+  /** authorizePublish: one verdict per publish */
+  allowed?: boolean[]
+}
+
+export type NativeHookCallback = (err: Error | null, requests: NativeHookRequest[]) => void
 
 export interface NativeBoundListener {
   protocol: string
@@ -96,6 +156,8 @@ export interface NativeStats {
   bytesSent: number
   /** messages dropped by offline/inflight queue limits (every drop counted) */
   publishDropped: number
+  /** publishes refused by the ACL or a plugin (acknowledged, not routed) */
+  publishDenied: number
   /** lifecycle events dropped because the JS event queue was full */
   eventsDropped: number
   uptimeSecs: number
@@ -116,6 +178,10 @@ export interface NativeBroker {
   /** True if a connected client had that id. Its will IS published (administrative disconnect). */
   disconnectClient(clientId: string): boolean
   stats(): NativeStats
+  /** Answers hook requests by id (late answers to timed-out requests are ignored). */
+  resolveHooks(responses: NativeHookResponse[]): void
+  /** Swaps in new password file / ACL contents (undefined = not configured) without dropping connections; throws on a parse error. */
+  reloadAuth(passwordFile: string | undefined | null, aclFile: string | undefined | null): void
   /** Stop accepting, close every connection WITHOUT publishing wills, resolve when done. */
   stop(): Promise<void>
 }
@@ -123,7 +189,7 @@ export interface NativeBroker {
 /** The static side of the binding's `NativeBroker` class. */
 export interface NativeBrokerClass {
   /** Binds every listener (port 0 = ephemeral) and starts serving. Rejects with an Error naming the listener on bind failure. */
-  start(config: NativeBrokerConfig, onEvents: NativeEventCallback): Promise<NativeBroker>
+  start(config: NativeBrokerConfig, onEvents: NativeEventCallback, onHooks?: NativeHookCallback): Promise<NativeBroker>
 }
 
 /** What `require('@fbroker/binding')` returns. */
@@ -131,6 +197,10 @@ export interface NativeBinding {
   NativeBroker: NativeBrokerClass
   /** Raises the process soft RLIMIT_NOFILE to the hard limit; returns the resulting limits. */
   raiseOpenFileLimit(): NativeOpenFileLimit
+  /** Parses password file / ACL contents; returns warnings, throws "… line N: …" on an error. */
+  checkAuthFiles(passwordFile?: string | null, aclFile?: string | null): string[]
+  /** A Mosquitto-compatible `$7$` PBKDF2-SHA512 hash with a fresh salt. */
+  hashPassword(password: Buffer, iterations: number): string
 }
 
 let binding: NativeBinding | undefined
@@ -157,8 +227,12 @@ export function loadNativeBinding(): NativeBinding {
 }
 
 /** Starts a native broker. */
-export function startNativeBroker(config: NativeBrokerConfig, onEvents: NativeEventCallback): Promise<NativeBroker> {
-  return loadNativeBinding().NativeBroker.start(config, onEvents)
+export function startNativeBroker(
+  config: NativeBrokerConfig,
+  onEvents: NativeEventCallback,
+  onHooks?: NativeHookCallback,
+): Promise<NativeBroker> {
+  return loadNativeBinding().NativeBroker.start(config, onEvents, onHooks)
 }
 
 /** Raises the soft open-file limit to the hard limit (native); returns the resulting limits. */

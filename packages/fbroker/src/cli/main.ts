@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander'
 import { CONFIG_SCHEMA, LOG_LEVELS, envVarName } from '../config/schema'
 import { VERSION } from '../version'
+import { registerPasswdCommand } from './passwd'
 import { EXIT_CONFIG_ERROR, runStart, type StartFlags } from './start'
 
 function settingsHelp(): string {
@@ -40,6 +41,8 @@ export function buildProgram(): Command {
       const code = await runStart(flags)
       if (code !== undefined) process.exit(code)
     })
+
+  registerPasswdCommand(program)
 
   return program
 }

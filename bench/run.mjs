@@ -1,0 +1,794 @@
+#!/usr/bin/env node
+// Benchmark runner: compares fbroker with peer MQTT brokers in the same run.
+//
+//   node bench/run.mjs [--quick|--full] [--brokers fbroker,mosquitto,aedes,rumqttd]
+//                      [--scenarios fanin,fanout,roundtrip,idle,connrate] [--no-pin]
+//                      [--wait-quiet SECS]  (before each run, wait up to SECS for other load < 0.3 cores)
+//
+// For each scenario and each broker: start the broker on a free loopback port
+// (pinned to core 0), run bench/loadgen (pinned to core 1), sample the
+// broker's CPU time and RSS from /proc, stop the broker. Prints one Markdown
+// table per scenario variant and writes bench/results/<date>[-quick].{md,json,png}.
+// Node built-ins only. See bench/README.md for the method.
+
+import { spawn, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const BENCH = path.dirname(fileURLToPath(import.meta.url))
+const ROOT = path.dirname(BENCH)
+const LOADGEN_MANIFEST = path.join(BENCH, 'loadgen', 'Cargo.toml')
+const LOADGEN = path.join(BENCH, 'loadgen', 'target', 'release', 'fbroker-loadgen')
+const PEERS = path.join(BENCH, 'peers')
+const HOST = '127.0.0.1'
+const ALL_BROKERS = ['fbroker', 'mosquitto', 'aedes', 'rumqttd']
+const ALL_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate']
+
+// ---------------------------------------------------------------- options
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    full: { type: 'boolean', default: false },
+    brokers: { type: 'string', default: ALL_BROKERS.join(',') },
+    scenarios: { type: 'string', default: ALL_SCENARIOS.join(',') },
+    'no-pin': { type: 'boolean', default: false },
+    'wait-quiet': { type: 'string', default: '0' },
+    'out-dir': { type: 'string', default: path.join(BENCH, 'results') },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+if (opts.help) {
+  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 7).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.exit(0)
+}
+if (opts.quick && opts.full) die('--quick and --full are exclusive')
+const PROFILE = opts.quick ? 'quick' : 'full'
+const brokers = list(opts.brokers, ALL_BROKERS, 'broker')
+const scenarios = list(opts.scenarios, ALL_SCENARIOS, 'scenario')
+const PIN = !opts['no-pin'] && os.availableParallelism() >= 2 && has('taskset')
+
+function list(text, allowed, what) {
+  const items = text.split(',').map((s) => s.trim()).filter(Boolean)
+  for (const i of items) if (!allowed.includes(i)) die(`unknown ${what} "${i}" (known: ${allowed.join(', ')})`)
+  return items
+}
+function die(msg) {
+  process.stderr.write(`run.mjs: ${msg}\n`)
+  process.exit(2)
+}
+function has(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
+}
+function sh(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' })
+  return r.status === 0 ? (r.stdout || r.stderr).trim() : null
+}
+
+// ---------------------------------------------------------------- scenarios
+//
+// Each scenario has one variant per table. `args` go to the load generator.
+// Metrics: [label, direction ('up' = higher is better, 'down' = lower is
+// better, null = informational), extractor(run) → number|null, chart?].
+
+const METRICS = {
+  'fanin-sweep': (v) => [
+    // 5th element: is the value only a lower bound? (the sweep never failed)
+    // 6th: text shown when there is no value (no step was sustained)
+    ['max sustained msg/s', 'up', (r) => r.lg.max_sustained_rate, true, (r) => r.lg.stop_reason === 'top of range', () => `none (< ${v.firstRate})`],
+    [`p50 µs @${v.firstRate}`, 'down', (r) => step0(r)?.latency_us?.p50, false],
+    [`p99 µs @${v.firstRate}`, 'down', (r) => step0(r)?.latency_us?.p99, true],
+    [`CPU µs/msg @${v.firstRate}`, 'down', (r) => cpuPer(r, 'step0', step0(r)?.delivered), true],
+    ['peak RSS MB', 'down', (r) => mb(r.rssPeakKb), false],
+    ['p99 @max sustained', 'text', (r) => {
+      const st = (r.lg.steps || []).filter((x) => x.sustained).pop()
+      return st?.latency_us?.p99 != null ? `${fmt(st.latency_us.p99)} µs` : null
+    }, false],
+    ['sweep stopped by', 'text', (r) => r.lg.stop_reason, false],
+  ],
+  fanout: () => [
+    ['delivered msg/s', 'up', (r) => r.lg.delivered_rate, false],
+    ['delivered %', 'up', (r) => r.lg.delivered_pct, true],
+    ['p50 µs', 'down', (r) => r.lg.latency_us?.p50, false],
+    ['p99 µs', 'down', (r) => r.lg.latency_us?.p99, true],
+    ['CPU µs/delivery', 'down', (r) => cpuPer(r, 'step0', r.lg.delivered), true],
+  ],
+  roundtrip: () => [
+    ['p50 µs', 'down', (r) => r.lg.latency_us?.p50, false],
+    ['p99 µs', 'down', (r) => r.lg.latency_us?.p99, true],
+    ['p99.9 µs', 'down', (r) => r.lg.latency_us?.p999, false],
+    ['PUBACK p99 µs', 'down', (r) => r.lg.puback_latency_us?.p99, true],
+    ['delivered %', 'up', (r) => r.lg.delivered_pct, false],
+    ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', r.lg.delivered), true],
+  ],
+  idle: () => [
+    ['connected', 'up', (r) => r.lg.connected, false],
+    ['connect all (s)', 'down', (r) => r.lg.connect_all_secs, true],
+    ['RSS at hold MB', 'down', (r) => mb(r.rssHoldKb), false],
+    ['KB/conn', 'down', (r) => (r.rssHoldKb != null && r.rssBaseKb != null && r.lg.connected ? (r.rssHoldKb - r.rssBaseKb) / r.lg.connected : null), true],
+    ['CPU µs/conn', 'down', (r) => cpuPer(r, 'connect', r.lg.connected), false],
+  ],
+  connrate: (v) =>
+    v.rates.flatMap((rate, k) => [
+      [`conn/s @${kfmt(rate)}`, 'up', (r) => r.lg.steps?.[k]?.achieved_rate, false],
+      [`CONNACK p99 µs @${kfmt(rate)}`, 'down', (r) => r.lg.steps?.[k]?.connack_latency_us?.p99, true],
+      [`CPU µs/conn @${kfmt(rate)}`, 'down', (r) => cpuPer(r, `step${k}`, r.lg.steps?.[k]?.connected), k === v.rates.length - 1],
+    ]),
+}
+
+function variant(scenario, title, args, extra = {}) {
+  return { scenario, title, args, kind: args[0], ...extra }
+}
+
+function plan(profile) {
+  const q = profile === 'quick'
+  const v = []
+  if (q) {
+    v.push(variant('fanin', 'fanin: 100 publishers → 1 subscriber (bench/+/x), QoS 0, 16 B, rate sweep',
+      ['fanin-sweep', '--publishers', '100', '--payload', '16', '--rates', '25k,50k,100k,200k,400k,800k', '--duration-secs', '1.5', '--drain-max-secs', '1', '--drain-idle-ms', '300'],
+      { firstRate: '25k' }))
+    v.push(variant('fanout', 'fanout: 1 publisher → 1,000 subscribers, QoS 0, 16 B, 100 msg/s offered (100k deliveries/s)',
+      ['fanout', '--subscribers', '1000', '--qos', '0', '--rate', '100', '--duration-secs', '3', '--drain-max-secs', '2']))
+    v.push(variant('roundtrip', 'roundtrip: QoS 1 publish → QoS 1 subscriber, 10k msg/s, 16 B',
+      ['roundtrip', '--rate', '10000', '--duration-secs', '3', '--drain-max-secs', '2']))
+    v.push(variant('idle', 'idle: 2,000 connections, each subscribed to its own topic, held 2 s',
+      ['idle', '--connections', '2000', '--hold-secs', '2', '--source-addrs', '16']))
+    v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 2 s each (CONNECT→CONNACK, then DISCONNECT)',
+      ['connrate', '--rates', '1000,5000', '--duration-secs', '2', '--source-addrs', '32'], { rates: [1000, 5000] }))
+  } else {
+    v.push(variant('fanin', 'fanin: 10 publishers → 1 subscriber (bench/+/x), QoS 0, 256 B, rate sweep',
+      ['fanin-sweep', '--publishers', '10', '--payload', '256', '--rates', '20k,40k,80k,160k,320k,640k,1280k,2560k', '--duration-secs', '5', '--drain-max-secs', '3'],
+      { firstRate: '20k' }))
+    v.push(variant('fanin', 'fanin: 100 publishers → 1 subscriber (bench/#), QoS 0, 16 B, rate sweep',
+      ['fanin-sweep', '--publishers', '100', '--payload', '16', '--filter', 'bench/#', '--rates', '20k,40k,80k,160k,320k,640k,1280k,2560k', '--duration-secs', '5', '--drain-max-secs', '3'],
+      { firstRate: '20k' }))
+    v.push(variant('fanout', 'fanout: 1 publisher → 1,000 subscribers, QoS 0, 16 B, 200 msg/s offered (200k deliveries/s)',
+      ['fanout', '--subscribers', '1000', '--qos', '0', '--rate', '200', '--duration-secs', '10', '--drain-max-secs', '5']))
+    v.push(variant('fanout', 'fanout: 1 publisher → 1,000 subscribers, QoS 1, 16 B, 100 msg/s offered (100k deliveries/s)',
+      ['fanout', '--subscribers', '1000', '--qos', '1', '--rate', '100', '--duration-secs', '10', '--drain-max-secs', '5']))
+    v.push(variant('roundtrip', 'roundtrip: QoS 1 publish → QoS 1 subscriber, 10k msg/s, 16 B',
+      ['roundtrip', '--rate', '10000', '--duration-secs', '20', '--drain-max-secs', '3']))
+    v.push(variant('idle', 'idle: 10,000 connections, each subscribed to its own topic, held 10 s',
+      ['idle', '--connections', '10000', '--hold-secs', '10', '--source-addrs', '16']))
+    v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 5 s each (CONNECT→CONNACK, then DISCONNECT)',
+      ['connrate', '--rates', '1000,5000', '--duration-secs', '5', '--source-addrs', '32'], { rates: [1000, 5000] }))
+  }
+  return v.filter((x) => scenarios.includes(x.scenario))
+}
+
+function step0(r) {
+  return r.lg.steps?.[0]
+}
+function mb(kb) {
+  return kb == null ? null : kb / 1024
+}
+function kfmt(n) {
+  return n >= 1000 && n % 1000 === 0 ? `${n / 1000}k/s` : `${n}/s`
+}
+/** Broker CPU µs per unit between two marks (`<mark>:begin` .. `<mark>:end`). */
+function cpuPer(r, mark, units) {
+  const a = r.cpu[`${mark}:begin`]
+  const b = r.cpu[`${mark}:end`]
+  if (a == null || b == null || !units) return null
+  return ((b - a) * 1e6) / units
+}
+
+// ---------------------------------------------------------------- brokers
+
+const CLK_TCK = Number(sh('getconf', ['CLK_TCK'])) || 100
+
+function locate(name) {
+  switch (name) {
+    case 'fbroker': {
+      const main = path.join(ROOT, 'packages', 'fbroker', 'dist', 'cli', 'main.js')
+      if (!fs.existsSync(main)) return { missing: `${path.relative(ROOT, main)} not found (build the repo: npm install / npm run build)` }
+      const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'packages', 'fbroker', 'package.json'), 'utf8'))
+      const rev = sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])
+      const dirty = sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
+      return {
+        version: `fbroker ${pkg.version} (git ${rev ?? '?'}${dirty ? ', with uncommitted changes' : ''}), node ${process.version}`,
+        cmd: (port, tmp) => {
+          const cfg = path.join(tmp, 'fbroker.json')
+          fs.writeFileSync(cfg, JSON.stringify({ max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0 }, null, 2) + '\n')
+          return ['node', path.relative(ROOT, main), 'start', '--host', HOST, '--port', String(port), '--log-level', 'warn', '--config', cfg]
+        },
+        config: 'anonymous, in-memory; config file `{max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0}`; worker_threads default (one per core it may run on: 1 when pinned)',
+      }
+    }
+    case 'mosquitto': {
+      const bin = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto'].find((p) => fs.existsSync(p)) ?? (has('mosquitto') ? 'mosquitto' : null)
+      if (!bin) return { missing: 'mosquitto not installed (bench/setup.sh: apt-get install -y mosquitto)' }
+      const v = (spawnSync(bin, ['-h'], { encoding: 'utf8' }).stdout || '').split('\n')[0].trim()
+      return {
+        version: v || 'mosquitto (version unknown)',
+        cmd: (port, tmp) => {
+          const conf = path.join(tmp, 'mosquitto.conf')
+          fs.writeFileSync(conf, [
+            `listener ${port} ${HOST}`,
+            'allow_anonymous true',
+            'persistence false',
+            'log_dest stderr',
+            'log_type error',
+            'log_type warning',
+            'max_inflight_messages 20',
+            'max_queued_messages 1000',
+            'max_connections -1',
+            'set_tcp_nodelay true',
+            '',
+          ].join('\n'))
+          // Run it under a name of its own: scripts elsewhere in the repo stop
+          // the *system* broker with `pkill -x mosquitto`, which must not hit
+          // this instance (on its own random port) in the middle of a run.
+          const link = path.join(tmp, 'mosquitto-bench')
+          fs.symlinkSync(bin, link)
+          return [link, '-c', conf]
+        },
+        config: 'mosquitto.conf: anonymous, `persistence false`, `max_inflight_messages 20`, `max_queued_messages 1000`, `max_connections -1`, `set_tcp_nodelay true`; started through a symlink named `mosquitto-bench` in the temp dir (so `pkill -x mosquitto` elsewhere cannot stop it mid-run)',
+      }
+    }
+    case 'aedes': {
+      const pj = path.join(PEERS, 'node_modules', 'aedes', 'package.json')
+      if (!fs.existsSync(pj)) return { missing: 'aedes not installed (bench/setup.sh: npm install --prefix bench/peers aedes)' }
+      const { version } = JSON.parse(fs.readFileSync(pj, 'utf8'))
+      return {
+        version: `aedes ${version}, node ${process.version}`,
+        cmd: (port) => ['node', path.relative(ROOT, path.join(PEERS, 'aedes-server.mjs')), '--host', HOST, '--port', String(port)],
+        config: 'bench/peers/aedes-server.mjs: `Aedes.createBroker()` defaults (in-memory persistence, concurrency 100; no per-client inflight/queue limits), `net.createServer` with `setNoDelay(true)`',
+      }
+    }
+    case 'rumqttd': {
+      const bin = path.join(PEERS, 'rumqttd', 'bin', 'rumqttd')
+      if (!fs.existsSync(bin)) return { missing: 'bench/peers/rumqttd/bin/rumqttd not built (bench/setup.sh: cargo install rumqttd --root bench/peers/rumqttd)' }
+      const v = sh(bin, ['--version']) ?? 'rumqttd'
+      return {
+        version: v,
+        cmd: (port, tmp) => {
+          const conf = path.join(tmp, 'rumqttd.toml')
+          fs.writeFileSync(conf, [
+            'id = 0',
+            '[router]',
+            'id = 0',
+            'max_connections = 20010',
+            'max_outgoing_packet_count = 200',
+            'max_segment_size = 104857600',
+            'max_segment_count = 10',
+            '',
+            '[v4.1]',
+            'name = "v4-1"',
+            `listen = "${HOST}:${port}"`,
+            'next_connection_delay_ms = 0',
+            '[v4.1.connections]',
+            'connection_timeout_ms = 10000',
+            'max_payload_size = 1048576',
+            'max_inflight_count = 20',
+            'dynamic_filters = true',
+            '',
+          ].join('\n'))
+          return [path.relative(ROOT, bin), '-q', '-c', conf]
+        },
+        config: 'rumqttd.toml: one v4 listener, `max_inflight_count 20`, `max_payload_size 1048576`, `next_connection_delay_ms 0`, router `max_connections 20010`; no console, no prometheus',
+      }
+    }
+  }
+  return { missing: 'unknown broker' }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, HOST, () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function probe(port) {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: HOST, port })
+    c.once('connect', () => {
+      c.destroy()
+      resolve(true)
+    })
+    c.once('error', () => resolve(false))
+  })
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+function withLimits(argv, core) {
+  // Raise the soft open-file limit to the hard one; `exec` keeps the PID, so
+  // the child's PID is the broker's (or the generator's) own.
+  const pin = PIN ? ['taskset', '-c', String(core)] : []
+  return ['/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...pin, ...argv]]
+}
+
+async function startBroker(name, info, tmp) {
+  const port = await freePort()
+  const argv = info.cmd(port, tmp)
+  const logPath = path.join(tmp, `${name}.log`)
+  const log = fs.openSync(logPath, 'w')
+  const [cmd, args] = withLimits(argv, 0)
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', log, log] })
+  fs.closeSync(log)
+  let exited = null
+  child.once('exit', (code, sig) => (exited = { code, sig }))
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    if (exited) break
+    if (await probe(port)) {
+      await sleep(200) // let the probe's connection go away
+      return { child, pid: child.pid, port, logPath, cmdline: (PIN ? 'taskset -c 0 ' : '') + argv.join(' '), exited: () => exited }
+    }
+    await sleep(50)
+  }
+  try { child.kill('SIGKILL') } catch {}
+  const tail = fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8').slice(-600) : ''
+  throw new Error(`${name} did not start listening on ${HOST}:${port}${exited ? ` (exited ${JSON.stringify(exited)})` : ''}: ${tail}`)
+}
+
+async function stopBroker(b) {
+  if (b.exited()) return
+  const done = new Promise((r) => b.child.once('exit', r))
+  b.child.kill('SIGTERM')
+  const t = await Promise.race([done.then(() => 'ok'), sleep(5000).then(() => 'timeout')])
+  if (t === 'timeout') {
+    b.child.kill('SIGKILL')
+    await Promise.race([done, sleep(2000)])
+  }
+}
+
+function procSample(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime + stime, all threads
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (k) => Number((status.match(new RegExp(`^${k}:\\s+(\\d+)`, 'm')) || [])[1] ?? NaN)
+    return { cpu, rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), threads: kb('Threads') }
+  } catch {
+    return null
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores), from /proc/stat. */
+function machineBusy() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal: only task time (user,
+    // nice, system) — irq/softirq time (loopback TCP processing, mostly our
+    // own traffic) is not charged to any process, so it is left out here too.
+    return (f[0] + f[1] + f[2]) / CLK_TCK
+  } catch {
+    return null
+  }
+}
+
+function runLoadgen(args, port, onMark, limitMs) {
+  const argv = [path.relative(ROOT, LOADGEN), ...args, '--host', HOST, '--port', String(port)]
+  const [cmd, wargs] = withLimits(argv, 1)
+  return new Promise((resolve) => {
+    const child = spawn(cmd, wargs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    let pending = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => {
+      pending += d
+      let i
+      while ((i = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, i)
+        pending = pending.slice(i + 1)
+        const m = line.match(/^MARK step=(\d+) (begin|end)/)
+        if (m) onMark(`step${m[1]}:${m[2]}`)
+        else if (line.startsWith('READY')) onMark('ready')
+        else err += line + '\n'
+      }
+    })
+    const timer = setTimeout(() => child.kill('SIGKILL'), limitMs)
+    child.on('close', (code, sig) => {
+      clearTimeout(timer)
+      let json = null
+      try {
+        json = JSON.parse(out.trim().split('\n').pop())
+      } catch {}
+      resolve({ code, sig, json, stderr: err.trim(), cmdline: (PIN ? 'taskset -c 1 ' : '') + argv.join(' ') })
+    })
+  })
+}
+
+/** Upper bound on a loadgen run's wall time, from its arguments. */
+function limitFor(args) {
+  const get = (k, d) => {
+    const i = args.indexOf(k)
+    return i >= 0 ? args[i + 1] : d
+  }
+  const dur = Number(get('--duration-secs', 10))
+  const drain = Number(get('--drain-max-secs', 3))
+  const steps = (get('--rates', '1').split(',').length)
+  const hold = Number(get('--hold-secs', 0))
+  return (steps * (dur + drain + 6) + hold + 90) * 1000
+}
+
+/** Waits (up to maxSecs) until other processes use less than 0.3 cores. */
+async function waitQuiet(maxSecs) {
+  const deadline = Date.now() + maxSecs * 1000
+  let cores = null
+  for (;;) {
+    const b0 = machineBusy()
+    await sleep(1000)
+    const b1 = machineBusy()
+    if (b0 == null || b1 == null) return null
+    cores = b1 - b0
+    if (cores < 0.3 || Date.now() >= deadline) return cores
+  }
+}
+
+async function runOne(name, info, v) {
+  const waitSecs = Number(opts['wait-quiet']) || 0
+  if (waitSecs > 0) {
+    const c = await waitQuiet(waitSecs)
+    if (c != null && c >= 0.3) process.stderr.write(`   (machine still busy: ${c.toFixed(2)} cores used by others after waiting ${waitSecs} s)\n`)
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fbroker-bench-${name}-`))
+  let b
+  try {
+    b = await startBroker(name, info, tmp)
+  } catch (e) {
+    return { error: String(e.message || e) }
+  }
+  const cpu = {}
+  const samples = []
+  let ready = false
+  let rssHoldKb = null
+  const base = procSample(b.pid)
+  cpu['start'] = base?.cpu
+  const busy0 = machineBusy()
+  const self0 = process.cpuUsage()
+  const wall0 = Date.now()
+  const onMark = (mark) => {
+    const s = procSample(b.pid)
+    if (!s) return
+    samples.push({ mark, ...s })
+    if (mark === 'ready') {
+      ready = true
+      cpu['connect:begin'] = base?.cpu
+      cpu['connect:end'] = s.cpu
+      rssHoldKb = Math.max(rssHoldKb ?? 0, s.rssKb)
+    } else cpu[mark] = s.cpu
+  }
+  // Sample RSS during an idle hold.
+  const poll = setInterval(() => {
+    if (!ready) return
+    const s = procSample(b.pid)
+    if (s) rssHoldKb = Math.max(rssHoldKb ?? 0, s.rssKb)
+  }, 250)
+  const lg = await runLoadgen(v.args, b.port, onMark, limitFor(v.args))
+  clearInterval(poll)
+  const end = procSample(b.pid)
+  // CPU used by everything else on the machine meanwhile (other users' builds
+  // and tests): busy time − broker − generator − this runner.
+  const busy1 = machineBusy()
+  const selfUsed = process.cpuUsage(self0)
+  const wallSecs = (Date.now() - wall0) / 1000
+  let otherCores = null
+  if (busy0 != null && busy1 != null && end && base && lg.json?.loadgen_cpu_secs != null) {
+    const other = busy1 - busy0 - (end.cpu - base.cpu) - lg.json.loadgen_cpu_secs - (selfUsed.user + selfUsed.system) / 1e6
+    otherCores = Math.max(0, other / wallSecs)
+  }
+  const died = b.exited()
+  await stopBroker(b)
+  const logTail = fs.readFileSync(b.logPath, 'utf8').trim().split('\n').slice(-5).join('\n')
+  const configFiles = Object.fromEntries(
+    fs.readdirSync(tmp).filter((f) => /\.(conf|toml|json)$/.test(f)).map((f) => [f, fs.readFileSync(path.join(tmp, f), 'utf8')]),
+  )
+  fs.rmSync(tmp, { recursive: true, force: true })
+  const r = {
+    brokerCmd: b.cmdline,
+    loadgenCmd: lg.cmdline,
+    lg: lg.json ?? {},
+    cpu: { ...cpu, end: end?.cpu },
+    cpuTotal: end && base ? end.cpu - base.cpu : null,
+    rssBaseKb: base?.rssKb ?? null,
+    rssEndKb: end?.rssKb ?? null,
+    rssPeakKb: end?.hwmKb ?? null,
+    rssHoldKb,
+    brokerThreads: end?.threads ?? null,
+    otherCores,
+    brokerLogTail: logTail || undefined,
+    configFiles,
+  }
+  if (died) r.error = `broker exited during the run (${JSON.stringify(died)}): ${logTail.slice(-300)}`
+  else if (!lg.json || lg.json.error) r.error = `loadgen failed (exit ${lg.code ?? lg.sig}): ${lg.json?.error ?? lg.stderr.slice(-300)}`
+  const warnings = []
+  if (lg.json?.last_error) warnings.push(lg.json.last_error)
+  const utils = [lg.json?.loadgen_cpu_util, ...(lg.json?.steps ?? []).map((x) => x.loadgen_cpu_util)].filter((x) => typeof x === 'number')
+  if (otherCores != null && otherCores >= 0.25) warnings.push(`other processes used ${otherCores.toFixed(2)} cores during this run: figures disturbed`)
+  if (utils.some((u) => u >= 0.9)) warnings.push(`load generator near CPU saturation (max util ${Math.max(...utils).toFixed(2)}): figures may be generator-bound`)
+  if (warnings.length) r.warning = warnings.join('; ')
+  return r
+}
+
+// ---------------------------------------------------------------- formatting
+
+function fmt(x) {
+  if (x == null || Number.isNaN(x)) return '—'
+  const a = Math.abs(x)
+  if (a >= 100) return Math.round(x).toLocaleString('en-US')
+  if (a >= 10) return x.toFixed(1)
+  return x.toFixed(2)
+}
+function ratioText(fb, peer) {
+  if (fb == null || peer == null || peer === 0 || Number.isNaN(fb) || Number.isNaN(peer)) return '—'
+  const x = fb / peer
+  return `${x >= 0.1 ? x.toFixed(2) : x.toPrecision(2)}×`
+}
+
+function table(v, rows) {
+  const metrics = METRICS[v.kind](v)
+  const fb = rows.find((r) => r.broker === 'fbroker')
+  const fbOk = fb && !fb.missing && !fb.result?.error
+  const head = ['broker']
+  metrics.push(['other CPU (cores)', 'text', (r) => (r.otherCores == null ? null : r.otherCores.toFixed(2)), false])
+  for (const [label, dir] of metrics) {
+    if (dir === 'text') head.push(label)
+    else head.push(`${label}${dir === 'up' ? ' ↑' : dir === 'down' ? ' ↓' : ''}`, 'fb/peer')
+  }
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`]
+  const chart = []
+  for (const row of rows) {
+    if (row.missing) {
+      lines.push(`| ${row.broker} | MISSING: ${row.missing} |${' |'.repeat(head.length - 2)}`)
+      continue
+    }
+    if (row.result.error && !row.result.lg?.scenario) {
+      lines.push(`| ${row.broker} | FAILED: ${oneLine(row.result.error)} |${' |'.repeat(head.length - 2)}`)
+      continue
+    }
+    const cells = [row.result.error ? `${row.broker} (FAILED: ${oneLine(row.result.error)})` : row.broker]
+    for (const [label, dir, get, inChart, lowerBound, emptyText] of metrics) {
+      if (dir === 'text') {
+        let t
+        try { t = get(row.result) } catch {}
+        cells.push(t == null ? '—' : oneLine(t))
+        continue
+      }
+      const val = safe(get, row.result)
+      const lb = (r) => { try { return Boolean(lowerBound?.(r)) } catch { return false } }
+      cells.push(val == null && emptyText ? emptyText(row.result) : (lb(row.result) ? '≥ ' : '') + fmt(val))
+      if (row.broker === 'fbroker') cells.push('(ref)')
+      else {
+        const fv = fbOk ? safe(get, fb.result) : null
+        // fbroker's lower bound makes the ratio a lower bound (↑) too; the
+        // peer's lower bound makes it an upper bound.
+        const fbLb = fbOk && lb(fb.result)
+        const peerLb = lb(row.result)
+        const rt = ratioText(fv, val)
+        cells.push(rt === '—' ? rt : fbLb && !peerLb ? `≥ ${rt}` : peerLb && !fbLb ? `≤ ${rt}` : fbLb && peerLb ? `? ${rt}` : rt)
+        if (inChart && dir && fv != null && val != null && fv > 0 && val > 0) {
+          // Advantage: > 1 means fbroker is better, whatever the direction.
+          chart.push({ metric: `${shortTitle(v)}: ${label}`, peer: row.broker, adv: dir === 'up' ? fv / val : val / fv, dir, bound: fbLb && !peerLb ? '≥ ' : peerLb && !fbLb ? '≤ ' : '' })
+        }
+      }
+    }
+    lines.push(`| ${cells.join(' | ')} |`)
+  }
+  return { md: lines.join('\n'), chart }
+}
+function safe(get, r) {
+  try {
+    const x = get(r)
+    return typeof x === 'number' && Number.isFinite(x) ? x : null
+  } catch {
+    return null
+  }
+}
+function oneLine(s) {
+  return String(s).replace(/\s+/g, ' ').replace(/\|/g, '/').slice(0, 160)
+}
+function shortTitle(v) {
+  return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
+}
+
+// ---------------------------------------------------------------- chart
+
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+function chartSvg(points, title) {
+  const peers = [...new Set(points.map((p) => p.peer))]
+  const metrics = [...new Set(points.map((p) => p.metric))]
+  const colors = { mosquitto: '#3b6fb6', aedes: '#3a9a5b', rumqttd: '#c8553d' }
+  const barH = 16
+  const groupGap = 12
+  const left = 330
+  const plotW = 560
+  const top = 86
+  const W = left + plotW + 130
+  const groupH = peers.length * barH + groupGap
+  const H = top + metrics.length * groupH + 50
+  const maxAbs = Math.max(2, ...points.map((p) => Math.abs(Math.log2(p.adv))))
+  const lim = Math.min(8, Math.ceil(maxAbs)) // ±lim in log2 units
+  const x = (adv) => left + plotW / 2 + (Math.max(-lim, Math.min(lim, Math.log2(adv))) / lim) * (plotW / 2)
+  const out = []
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, sans-serif">`)
+  out.push(`<rect width="100%" height="100%" fill="#ffffff"/>`)
+  out.push(`<text x="${W / 2}" y="26" text-anchor="middle" font-size="17" font-weight="bold">${esc(title)}</text>`)
+  out.push(`<text x="${W / 2}" y="46" text-anchor="middle" font-size="12" fill="#444">fbroker advantage per metric, log scale: right of 1× = fbroker better (throughput: fbroker/peer; latency, CPU, memory: peer/fbroker)</text>`)
+  // legend
+  let lx = left
+  for (const p of peers) {
+    out.push(`<rect x="${lx}" y="58" width="12" height="12" fill="${colors[p] ?? '#888'}"/><text x="${lx + 17}" y="69" font-size="12">${esc(p)}</text>`)
+    lx += 110
+  }
+  // grid
+  for (let e = -lim; e <= lim; e++) {
+    const gx = left + plotW / 2 + (e / lim) * (plotW / 2)
+    out.push(`<line x1="${gx}" y1="${top - 6}" x2="${gx}" y2="${H - 40}" stroke="${e === 0 ? '#222' : '#ddd'}" stroke-width="${e === 0 ? 1.5 : 1}"/>`)
+    const label = e >= 0 ? `${2 ** e}×` : `1/${2 ** -e}×`
+    if (lim > 4 && e % 2 !== 0) continue
+    out.push(`<text x="${gx}" y="${H - 24}" text-anchor="middle" font-size="11" fill="#444">${label}</text>`)
+  }
+  metrics.forEach((m, gi) => {
+    const gy = top + gi * groupH
+    out.push(`<text x="${left - 10}" y="${gy + (peers.length * barH) / 2 + 4}" text-anchor="end" font-size="12">${esc(m)}</text>`)
+    peers.forEach((p, pi) => {
+      const pt = points.find((q) => q.metric === m && q.peer === p)
+      if (!pt) return
+      const y = gy + pi * barH
+      const x0 = x(1)
+      const x1 = x(pt.adv)
+      const clipped = Math.abs(Math.log2(pt.adv)) > lim
+      out.push(`<rect x="${Math.min(x0, x1)}" y="${y + 2}" width="${Math.max(1, Math.abs(x1 - x0))}" height="${barH - 4}" fill="${colors[p] ?? '#888'}"/>`)
+      const txt = `${pt.bound ?? ''}${pt.adv >= 10 ? pt.adv.toFixed(0) : pt.adv.toFixed(2)}×${clipped ? ' (clipped)' : ''}`
+      const tx = pt.adv >= 1 ? x1 + 4 : x1 - 4
+      out.push(`<text x="${tx}" y="${y + barH - 4}" font-size="10" text-anchor="${pt.adv >= 1 ? 'start' : 'end'}" fill="#222">${esc(txt)}</text>`)
+    })
+  })
+  out.push(`<text x="${left + plotW / 2}" y="${H - 8}" text-anchor="middle" font-size="11" fill="#444">← peer better · fbroker better →</text>`)
+  out.push('</svg>')
+  return out.join('\n')
+}
+
+// ---------------------------------------------------------------- main
+
+function machine() {
+  const cpuinfo = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : ''
+  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] ?? os.cpus()[0]?.model ?? 'unknown'
+  return {
+    nproc: sh('nproc', []) ?? String(os.availableParallelism()),
+    cpu: model.trim(),
+    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    node: process.version,
+    rustc: sh('rustc', ['-V']) ?? 'unknown',
+    openFiles: sh('sh', ['-c', 'ulimit -Hn']) ?? '?',
+  }
+}
+
+async function main() {
+  const t0 = Date.now()
+  if (process.platform !== 'linux') die('Linux only (reads /proc)')
+  if (has('cargo')) {
+    const b = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', LOADGEN_MANIFEST], { stdio: 'inherit' })
+    if (b.status !== 0) die('building the load generator failed')
+  }
+  if (!fs.existsSync(LOADGEN)) die(`${LOADGEN} missing: run bench/setup.sh`)
+
+  const infos = Object.fromEntries(brokers.map((n) => [n, locate(n)]))
+  for (const [n, i] of Object.entries(infos)) {
+    process.stderr.write(i.missing ? `MISSING ${n}: ${i.missing}\n` : `found   ${n}: ${i.version}\n`)
+  }
+  if (!PIN) process.stderr.write('note: CPU pinning off (--no-pin, fewer than 2 cores, or no taskset)\n')
+
+  const variants = plan(PROFILE)
+  const results = []
+  for (const v of variants) {
+    process.stderr.write(`\n== ${v.title}\n`)
+    const rows = []
+    for (const n of brokers) {
+      const info = infos[n]
+      if (info.missing) {
+        rows.push({ broker: n, missing: info.missing })
+        continue
+      }
+      const t = Date.now()
+      let result = await runOne(n, info, v)
+      if (result.error?.startsWith('broker exited during the run')) {
+        process.stderr.write(`   ${n.padEnd(10)} broker exited during the run; retrying once\n`)
+        const first = result.error
+        result = await runOne(n, info, v)
+        result.retriedAfter = first
+        result.warning = [`retried: first attempt failed (${oneLine(first).slice(0, 80)})`, result.warning].filter(Boolean).join('; ')
+      }
+      process.stderr.write(`   ${n.padEnd(10)} ${((Date.now() - t) / 1000).toFixed(1)} s${result.error ? `  ERROR: ${oneLine(result.error)}` : ''}${result.warning ? `  (warning: ${oneLine(result.warning)})` : ''}\n`)
+      rows.push({ broker: n, result })
+    }
+    results.push({ variant: v, rows })
+  }
+
+  // ---- report
+  const date = new Date().toISOString().slice(0, 10)
+  const stem = `${date}${PROFILE === 'quick' ? '-quick' : ''}`
+  fs.mkdirSync(opts['out-dir'], { recursive: true })
+  const mdPath = path.join(opts['out-dir'], `${stem}.md`)
+  const pngPath = path.join(opts['out-dir'], `${stem}.png`)
+  const svgPath = path.join(opts['out-dir'], `${stem}.svg`)
+  const jsonPath = path.join(opts['out-dir'], `${stem}.json`)
+
+  const sections = []
+  const chart = []
+  for (const { variant: v, rows } of results) {
+    const t = table(v, rows)
+    chart.push(...t.chart)
+    const notes = rows
+      .filter((r) => r.result?.warning || r.result?.error)
+      .map((r) => `- ${r.broker}: ${[r.result.error, r.result.warning].filter(Boolean).map(oneLine).join('; ')}`)
+    sections.push({ title: v.title, md: t.md, notes })
+  }
+  const wall = (Date.now() - t0) / 1000
+  const m = machine()
+  const missing = brokers.filter((n) => infos[n].missing)
+  const cmdline = `node bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim()
+
+  let md = `# fbroker benchmark — ${date} (${PROFILE})\n\n`
+  md += `Ratios are **fbroker ÷ peer** from the same run (↑ higher is better, ↓ lower is better): for ↑ columns a ratio above 1 favours fbroker, for ↓ columns a ratio below 1 does. See bench/README.md for the method.\n\n`
+  for (const s of sections) {
+    md += `## ${s.title}\n\n${s.md}\n\n`
+    if (s.notes.length) md += `${s.notes.join('\n')}\n\n`
+  }
+  md += `## Chart\n\n![fbroker vs peers](${path.basename(pngPath)})\n\n`
+  md += `## Machine\n\n- nproc: ${m.nproc}\n- CPU: ${m.cpu}\n- kernel: ${m.kernel}\n- memory: ${m.memory}\n- node: ${m.node}; ${m.rustc}\n- open-file hard limit: ${m.openFiles}\n`
+  md += `- pinning: ${PIN ? 'broker `taskset -c 0`, load generator `taskset -c 1`' : 'off'}\n- wall time of this run: ${wall.toFixed(0)} s\n\n`
+  md += `## Brokers\n\n`
+  for (const n of brokers) {
+    const i = infos[n]
+    md += i.missing ? `- **${n}**: MISSING — ${i.missing}\n` : `- **${n}**: ${i.version}. ${i.config}\n`
+  }
+  const shown = new Set()
+  for (const { rows } of results) {
+    for (const r of rows) {
+      if (r.missing || shown.has(r.broker) || !r.result.configFiles) continue
+      shown.add(r.broker)
+      for (const [f, text] of Object.entries(r.result.configFiles)) {
+        md += `\n<details><summary>${r.broker}: ${f} (port differs per run)</summary>\n\n\`\`\`\n${text.trim()}\n\`\`\`\n</details>\n`
+      }
+    }
+  }
+  md += `\n## Commands\n\n\`\`\`\nbash bench/setup.sh\n${cmdline}\n\`\`\`\n\nPer run (ports are picked free at run time; config files are written to a temp dir):\n\n\`\`\`\n`
+  for (const { variant: v, rows } of results) {
+    for (const r of rows) {
+      if (r.missing || !r.result.brokerCmd) continue
+      md += `# ${shortTitle(v)} / ${r.broker}\n${r.result.brokerCmd}\n${r.result.loadgenCmd}\n`
+    }
+  }
+  md += '```\n'
+  fs.writeFileSync(mdPath, md)
+  fs.writeFileSync(jsonPath, JSON.stringify({ date, profile: PROFILE, machine: m, brokers: Object.fromEntries(Object.entries(infos).map(([k, i]) => [k, i.missing ? { missing: i.missing } : { version: i.version, config: i.config }])), results: results.map(({ variant, rows }) => ({ title: variant.title, args: variant.args, rows })) }, null, 2) + '\n')
+
+  let chartNote = ''
+  if (chart.length) {
+    fs.writeFileSync(svgPath, chartSvg(chart, `fbroker vs peers — ${date} (${PROFILE})`))
+    if (has('rsvg-convert')) {
+      const r = spawnSync('rsvg-convert', ['-w', '1100', '-o', pngPath, svgPath], { encoding: 'utf8' })
+      chartNote = r.status === 0 ? `chart: ${path.relative(ROOT, pngPath)}` : `chart: rsvg-convert failed (${r.stderr.trim()}); SVG at ${path.relative(ROOT, svgPath)}`
+    } else chartNote = `chart: rsvg-convert missing (bench/setup.sh installs librsvg2-bin); SVG at ${path.relative(ROOT, svgPath)}`
+  } else chartNote = 'chart: no peer results to compare'
+
+  for (const s of sections) {
+    process.stdout.write(`\n### ${s.title}\n\n${s.md}\n`)
+    if (s.notes.length) process.stdout.write(`${s.notes.join('\n')}\n`)
+  }
+  process.stdout.write(`\n${missing.length ? `MISSING: ${missing.join(', ')}\n` : ''}report: ${path.relative(ROOT, mdPath)}\n${chartNote}\nwall time: ${wall.toFixed(0)} s\n`)
+}
+
+main().catch((e) => {
+  process.stderr.write(`run.mjs: ${e.stack || e}\n`)
+  process.exit(1)
+})

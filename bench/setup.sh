@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs or locates the peer brokers for bench/run.mjs and builds the load
+# generator. A peer that cannot be installed is reported as MISSING (never
+# skipped silently); run.mjs reports it again in its tables.
+#
+#   bash bench/setup.sh            # everything (rumqttd compiles for minutes)
+#   SKIP_RUMQTTD=1 bash bench/setup.sh
+#
+# Idempotent: what is already there is only checked.
+set -u
+cd "$(dirname "$0")/.."
+BENCH=bench
+PEERS=$BENCH/peers
+mkdir -p "$PEERS"
+
+declare -A STATUS
+as_root() { [ "$(id -u)" = 0 ]; }
+apt_updated=0
+apt_install() {
+  as_root || return 1
+  if [ $apt_updated = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || return 1
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+# --- load generator --------------------------------------------------------
+echo "== building bench/loadgen (release)"
+if cargo build --release --manifest-path $BENCH/loadgen/Cargo.toml; then
+  STATUS[loadgen]="ok: $BENCH/loadgen/target/release/fbroker-loadgen"
+else
+  STATUS[loadgen]="FAILED to build"
+fi
+
+# --- fbroker ----------------------------------------------------------------
+if [ -f packages/fbroker/dist/cli/main.js ]; then
+  STATUS[fbroker]="ok: packages/fbroker/dist/cli/main.js"
+else
+  STATUS[fbroker]="MISSING: packages/fbroker/dist/cli/main.js (run npm install at the repo root)"
+fi
+
+# --- Mosquitto 2 (Debian package) ---------------------------------------------
+MOSQ=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
+if [ -z "$MOSQ" ]; then
+  echo "== installing mosquitto (apt)"
+  apt_install mosquitto && MOSQ=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
+fi
+if [ -n "$MOSQ" ]; then
+  STATUS[mosquitto]="ok: $MOSQ ($("$MOSQ" -h 2>/dev/null | head -1))"
+else
+  STATUS[mosquitto]="MISSING: apt-get install -y mosquitto failed (not root, or no package)"
+fi
+
+# --- rsvg-convert for the chart -------------------------------------------------
+if ! command -v rsvg-convert >/dev/null; then
+  echo "== installing librsvg2-bin (apt) for the PNG chart"
+  apt_install librsvg2-bin fonts-dejavu-core
+fi
+if command -v rsvg-convert >/dev/null; then
+  STATUS[rsvg-convert]="ok: $(command -v rsvg-convert)"
+else
+  STATUS[rsvg-convert]="MISSING: charts stay SVG (apt-get install -y librsvg2-bin)"
+fi
+
+# --- Aedes (npm) -----------------------------------------------------------------
+if [ -f $PEERS/node_modules/aedes/package.json ]; then
+  STATUS[aedes]="ok: aedes $(node -p "require('./$PEERS/node_modules/aedes/package.json').version")"
+else
+  echo "== npm view aedes engines"
+  engines=$(npm view aedes engines.node 2>/dev/null | tr -d '\n' || true)
+  echo "   aedes wants node ${engines:-(unspecified)}; this is node $(node --version)"
+  # Only the common ">=N" form is checked; anything else is left to npm.
+  need=$(printf '%s' "$engines" | sed -n 's/^>= *\([0-9][0-9]*\).*/\1/p')
+  have=$(node -p 'process.versions.node.split(".")[0]')
+  if [ -n "$need" ] && [ "$have" -lt "$need" ]; then
+    STATUS[aedes]="MISSING: aedes needs node $engines, this is node $(node --version)"
+  elif npm install --prefix $PEERS --no-audit --no-fund aedes >/dev/null 2>&1 && [ -f $PEERS/node_modules/aedes/package.json ]; then
+    STATUS[aedes]="ok: aedes $(node -p "require('./$PEERS/node_modules/aedes/package.json').version")"
+  else
+    STATUS[aedes]="MISSING: npm install --prefix $PEERS aedes failed"
+  fi
+fi
+
+# --- rumqttd (crates.io) -----------------------------------------------------------
+RUMQ=$PEERS/rumqttd/bin/rumqttd
+if [ -x $RUMQ ]; then
+  STATUS[rumqttd]="ok: $($RUMQ --version 2>/dev/null || echo rumqttd)"
+elif [ "${SKIP_RUMQTTD:-0}" = 1 ]; then
+  STATUS[rumqttd]="MISSING: skipped (SKIP_RUMQTTD=1)"
+else
+  # Not --locked: rumqttd 0.20.0's lock file pins metrics 0.22.1, which newer
+  # rustc rejects (E0521); the newest semver-compatible releases build.
+  echo "== cargo install rumqttd --root $PEERS/rumqttd (compiles for several minutes)"
+  if cargo install rumqttd --root $PEERS/rumqttd >$PEERS/rumqttd-install.log 2>&1 && [ -x $RUMQ ]; then
+    STATUS[rumqttd]="ok: $($RUMQ --version 2>/dev/null || echo rumqttd)"
+  else
+    STATUS[rumqttd]="MISSING: cargo install rumqttd failed (see $PEERS/rumqttd-install.log)"
+  fi
+fi
+
+echo
+echo "== setup summary"
+rc=0
+for k in loadgen fbroker mosquitto aedes rumqttd rsvg-convert; do
+  printf '  %-13s %s\n' "$k" "${STATUS[$k]}"
+done
+case "${STATUS[loadgen]}" in ok*) ;; *) rc=1 ;; esac
+case "${STATUS[fbroker]}" in ok*) ;; *) rc=1 ;; esac
+exit $rc
