@@ -106,6 +106,12 @@ impl Broker {
         self.state.auth.reload(password_file, acl);
     }
 
+    /// Which lifecycle events to produce (a mask of `EventKind` bits): the
+    /// control plane clears the kinds nobody listens to.
+    pub fn set_event_interest(&self, mask: u32) {
+        self.state.events.set_interest(mask);
+    }
+
     /// The control plane's answer to hook request `id`.
     pub fn resolve_hook(&self, id: u64, response: HookResponse) -> bool {
         self.state.hooks.as_ref().is_some_and(|h| h.resolve(id, response))

@@ -8,7 +8,7 @@
 
 use crate::config::LogLevel;
 use crate::stats::Stats;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -90,11 +90,27 @@ pub trait EventSink: Send + Sync + 'static {
 const EVENT_QUEUE_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 1024;
 
+/// Lifecycle event kinds the control plane can switch off when nobody
+/// listens, so they are never built nor sent across the FFI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EventKind {
+    ClientConnected = 1,
+    ClientDisconnected = 2,
+    Subscribed = 4,
+    Unsubscribed = 8,
+}
+
+impl EventKind {
+    pub const ALL: u32 = 1 | 2 | 4 | 8;
+}
+
 #[derive(Clone)]
 pub struct EventBus {
     tx: mpsc::Sender<BrokerEvent>,
     log_level: LogLevel,
     stats: Arc<Stats>,
+    interest: Arc<AtomicU32>,
 }
 
 impl EventBus {
@@ -107,7 +123,23 @@ impl EventBus {
                 sink.deliver(std::mem::take(&mut batch));
             }
         });
-        EventBus { tx, log_level, stats }
+        EventBus { tx, log_level, stats, interest: Arc::new(AtomicU32::new(EventKind::ALL)) }
+    }
+
+    /// Sets which lifecycle kinds are wanted (a bit mask of [`EventKind`]).
+    pub fn set_interest(&self, mask: u32) {
+        self.interest.store(mask, Relaxed);
+    }
+
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.interest.load(Relaxed) & kind as u32 != 0
+    }
+
+    /// Builds and sends a lifecycle event only if someone wants its kind.
+    pub fn emit_if_wanted(&self, kind: EventKind, event: impl FnOnce() -> BrokerEvent) {
+        if self.wants(kind) {
+            self.emit(event());
+        }
     }
 
     pub fn emit(&self, event: BrokerEvent) {
@@ -126,5 +158,49 @@ impl EventBus {
         if self.log_enabled(level) {
             self.emit(BrokerEvent::Log { level, client_id: client_id.map(str::to_owned), message: message() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    struct Collect(Mutex<Vec<BrokerEvent>>);
+    impl EventSink for Arc<Collect> {
+        fn deliver(&self, batch: Vec<BrokerEvent>) {
+            self.0.lock().extend(batch);
+        }
+    }
+
+    #[tokio::test]
+    async fn kinds_nobody_listens_to_are_not_built_or_sent() {
+        let collected = Arc::new(Collect(Mutex::new(Vec::new())));
+        let bus = EventBus::start(Arc::new(collected.clone()), LogLevel::Info, Arc::new(Stats::default()));
+        bus.set_interest(EventKind::ClientDisconnected as u32);
+        let mut built = 0;
+        bus.emit_if_wanted(EventKind::ClientConnected, || {
+            built += 1;
+            BrokerEvent::Panic { message: "unwanted".into() }
+        });
+        bus.emit_if_wanted(EventKind::ClientDisconnected, || BrokerEvent::ClientDisconnected {
+            client_id: "c".into(),
+            reason: DisconnectReason::Normal,
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(built, 0, "the unwanted event was never constructed");
+        let got = collected.0.lock();
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], BrokerEvent::ClientDisconnected { .. }));
+    }
+
+    #[tokio::test]
+    async fn logs_below_the_level_are_filtered_in_rust() {
+        let collected = Arc::new(Collect(Mutex::new(Vec::new())));
+        let bus = EventBus::start(Arc::new(collected.clone()), LogLevel::Warn, Arc::new(Stats::default()));
+        bus.log(LogLevel::Debug, None, || unreachable!("a filtered message is never formatted"));
+        bus.log(LogLevel::Error, Some("c"), || "kept".into());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(collected.0.lock().len(), 1);
     }
 }

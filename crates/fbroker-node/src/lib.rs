@@ -448,6 +448,14 @@ impl NativeBroker {
         Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink }))
     }
 
+    /// Which lifecycle events to send: a mask of clientConnected = 1,
+    /// clientDisconnected = 2, subscribed = 4, unsubscribed = 8. Kinds left
+    /// out are filtered in Rust and never built.
+    #[napi(catch_unwind)]
+    pub fn set_event_interest(&self, mask: u32) {
+        self.inner.set_event_interest(mask);
+    }
+
     /// Answers to hook requests, by id; unknown (timed-out) ids are ignored.
     #[napi(catch_unwind)]
     pub fn resolve_hooks(&self, responses: Vec<NativeHookResponse>) {

@@ -2,7 +2,7 @@
 
 use super::{Connection, Flow};
 use crate::config::LogLevel;
-use crate::events::{BrokerEvent, DisconnectReason};
+use crate::events::{BrokerEvent, DisconnectReason, EventKind};
 use crate::hooks::{HookRequest, HookResponse};
 use crate::message::Message;
 use crate::router::SubscriptionEntry;
@@ -154,7 +154,8 @@ impl Connection {
             self.session.enqueue(msg, qos, true, &limits);
         }
         if !granted.is_empty() {
-            self.state.events.emit(BrokerEvent::Subscribed { client_id: self.client_id.clone(), subscriptions: granted });
+            let client_id = &self.client_id;
+            self.state.events.emit_if_wanted(EventKind::Subscribed, || BrokerEvent::Subscribed { client_id: client_id.clone(), subscriptions: granted });
         }
         Flow::Continue
     }
@@ -198,7 +199,8 @@ impl Connection {
         // UNSUBACK even when nothing matched [MQTT-3.10.4-5].
         self.send(&Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reason_codes, properties: Properties::default() }));
         if !removed.is_empty() {
-            self.state.events.emit(BrokerEvent::Unsubscribed { client_id: self.client_id.clone(), topics: removed });
+            let client_id = &self.client_id;
+            self.state.events.emit_if_wanted(EventKind::Unsubscribed, || BrokerEvent::Unsubscribed { client_id: client_id.clone(), topics: removed });
         }
         Flow::Continue
     }

@@ -12,7 +12,7 @@ mod handshake;
 mod publish_auth;
 
 use crate::config::LogLevel;
-use crate::events::{BrokerEvent, DisconnectReason};
+use crate::events::{BrokerEvent, DisconnectReason, EventKind};
 use crate::hooks::ClientInfo;
 use fbroker_auth::ClientAcl;
 use crate::message::Message;
@@ -148,7 +148,7 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         code: connack_code::ACCEPTED,
         properties: Properties::default(),
     }));
-    state.events.emit(BrokerEvent::ClientConnected {
+    state.events.emit_if_wanted(EventKind::ClientConnected, || BrokerEvent::ClientConnected {
         client_id: client_id.clone(),
         address: peer.to_string(),
         username: connect.username.clone(),
@@ -508,7 +508,8 @@ impl Connection {
                 self.state.publish(Message::new(will.topic, will.payload, will.qos, will.retain));
             }
         }
-        self.state.events.emit(BrokerEvent::ClientDisconnected { client_id: self.client_id, reason });
+        let client_id = self.client_id;
+        self.state.events.emit_if_wanted(EventKind::ClientDisconnected, || BrokerEvent::ClientDisconnected { client_id, reason });
     }
 }
 
