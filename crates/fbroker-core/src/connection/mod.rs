@@ -215,6 +215,47 @@ pub(crate) struct Connection {
     pub(crate) publish_verdicts: Option<Box<crate::connection::publish_auth::VerdictCache>>,
 }
 
+enum ReadOutcome {
+    /// The read filled the buffer: more may be waiting.
+    More(usize),
+    /// A short read: the socket's receive queue is empty.
+    Drained(usize),
+    Closed,
+}
+
+/// One `recv` into the buffer's spare room. A short read means the socket
+/// was drained, so the readiness flag is cleared right away instead of
+/// spending a second syscall to learn about EAGAIN. Tokio only clears it
+/// if no new readiness event arrived meanwhile, so no wake-up is lost.
+fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<ReadOutcome> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut drained = 0;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        // SAFETY: recv writes at most `room` bytes into the spare capacity,
+        // and only the bytes it reports are marked initialised.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        unsafe { buf.set_len(buf.len() + n) };
+        if n > 0 && n < room {
+            drained = n;
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match result {
+        Ok(0) => Ok(ReadOutcome::Closed),
+        Ok(n) => Ok(ReadOutcome::More(n)),
+        Err(e) if e.kind() == ErrorKind::WouldBlock && drained > 0 => Ok(ReadOutcome::Drained(drained)),
+        Err(e) => Err(e),
+    }
+}
+
 /// The outcome of decoding and handling one packet synchronously.
 enum Step {
     Handled(Flow),
@@ -298,12 +339,16 @@ impl Connection {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut self.read_buf) {
-                Ok(0) => {
+            match read_available(&self.stream, &mut self.read_buf) {
+                Ok(ReadOutcome::Closed) => {
                     peer_closed = true;
                     break;
                 }
-                Ok(n) => total += n,
+                Ok(ReadOutcome::More(n)) => total += n,
+                Ok(ReadOutcome::Drained(n)) => {
+                    total += n;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(DisconnectReason::SocketError),
