@@ -294,10 +294,11 @@ impl Connection {
             }
             let want_write = !self.write_buf.is_empty();
             let mut readable = false;
+            let mut woken = false;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
-                _ = self.control.woken() => {}
+                _ = self.control.woken() => woken = true,
                 ready = self.stream.readable() => {
                     if ready.is_err() {
                         return DisconnectReason::SocketError;
@@ -313,6 +314,12 @@ impl Connection {
                     self.state.events.log(LogLevel::Debug, Some(&self.client_id), || "keep-alive timeout".into());
                     return DisconnectReason::KeepAliveTimeout;
                 }
+            }
+            if woken && !want_write {
+                // New messages for this client. Let the other tasks that are
+                // ready in this scheduler pass (typically more publishers)
+                // run first, so their messages leave in the same write.
+                tokio::task::yield_now().await;
             }
             // Handled outside the select so that a plugin hook awaited while
             // handling does not hold the other branches' futures.
