@@ -557,7 +557,15 @@ impl Connection {
         self.state.registry.detach(&self.state.router, &self.session, self.control.conn_id);
         if reason.publishes_will() {
             if let Some(will) = self.will.take() {
-                self.state.publish(Message::new(will.topic, will.payload, will.qos, will.retain));
+                // The will is the client's last publish: the same rules as
+                // for its other publishes apply ($SYS, its ACL).
+                let topic = will.topic.as_str();
+                let allowed = !topic.starts_with("$SYS") && self.acl.as_ref().is_none_or(|acl| acl.can_publish(topic));
+                if allowed {
+                    self.state.publish(Message::new(will.topic, will.payload, will.qos, will.retain));
+                } else {
+                    self.state.stats.publish_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         let client_id = self.client_id;
