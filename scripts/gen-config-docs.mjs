@@ -17,7 +17,8 @@ const END = '<!-- config-table:end -->'
 export function renderTable() {
   const rows = configKeyTable().map((r) => {
     const key = r.flag ? `\`${r.key}\` (\`${r.flag}\`)` : `\`${r.key}\``
-    return `| ${key} | ${r.type} | \`${r.default}\` | \`${r.env}\` | ${r.doc} |`
+    const def = r.literalDefault ? `\`${r.default}\`` : r.default
+    return `| ${key} | ${r.type} | ${def} | \`${r.env}\` | ${r.doc} |`
   })
   return ['| Key | Type | Default | Environment variable | Description |', '| --- | --- | --- | --- | --- |', ...rows].join('\n')
 }

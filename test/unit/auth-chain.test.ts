@@ -122,7 +122,7 @@ describe('PluginChain.authenticate', () => {
     assert.deepEqual(resolveUnansweredAuthentication(false, 'alice', pw), { allow: false, returnCode: 4 })
   })
 
-  test('a throwing or rejecting hook denies (server unavailable), is logged, and stops the chain', async () => {
+  test('a throwing or rejecting hook denies (not authorized, like an engine timeout), is logged, and stops the chain', async () => {
     for (const authenticate of [
       () => {
         throw new Error('boom')
@@ -135,7 +135,7 @@ describe('PluginChain.authenticate', () => {
       const later = recorder('later', { authenticate: true })
       const chain = new PluginChain([{ name: 'bad', authenticate }, later.plugin], { logger })
       const decision = await chain.authenticate(alice, 'alice', pw)
-      assert.deepEqual(decision, { outcome: 'deny', returnCode: ConnackCode.SERVER_UNAVAILABLE, cause: 'error', plugin: 'bad' })
+      assert.deepEqual(decision, { outcome: 'deny', returnCode: ConnackCode.NOT_AUTHORIZED, cause: 'error', plugin: 'bad' })
       assert.equal(later.calls.length, 0)
       assert.equal(logger.entries.length, 1)
       assert.equal(logger.entries[0]!.level, 'error')
@@ -154,7 +154,7 @@ describe('PluginChain.authenticate', () => {
     const started = performance.now()
     const decision = await chain.authenticate(alice, 'alice', pw)
     const elapsed = performance.now() - started
-    assert.deepEqual(decision, { outcome: 'deny', returnCode: 3, cause: 'timeout', plugin: 'slow' })
+    assert.deepEqual(decision, { outcome: 'deny', returnCode: 5, cause: 'timeout', plugin: 'slow' })
     assert.ok(elapsed >= 35 && elapsed < 140, `decided after ${elapsed} ms`)
     assert.match(logger.entries[0]!.msg, /plugin "slow": authenticate did not answer within 40 ms; denied/)
     await sleep(200) // let the late rejection happen: the after() hook checks it was handled

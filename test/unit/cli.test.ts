@@ -95,6 +95,34 @@ describe('fbroker CLI', () => {
     assert.match(stderr, /^config error in command-line flag --port: key "port": expected an integer between 0 and 65535, got 65536/)
   })
 
+  test('start --help documents the auth flags and SIGHUP', () => {
+    const { code, stdout } = run(['start', '--help'])
+    assert.equal(code, 0)
+    for (const flag of ['--password-file <file>', '--acl-file <file>', '--allow-anonymous <true|false>', '--plugin <file>']) assert.ok(stdout.includes(flag), flag)
+    assert.match(stdout, /SIGHUP re-reads the\s+password and ACL files/)
+    assert.match(stdout, /allow_anonymous\s+FBROKER_ALLOW_ANONYMOUS\s+auto: false when an auth source is configured/)
+  })
+
+  test('an invalid --allow-anonymous exits 2 naming the flag', () => {
+    const { code, stderr } = run(['start', '--allow-anonymous', 'maybe'])
+    assert.equal(code, 2)
+    assert.match(stderr, /^config error in command-line flag --allow-anonymous: key "allow_anonymous": expected true, false, 1 or 0, got "maybe"/)
+  })
+
+  test(
+    'a missing --password-file or --plugin exits 2 naming the key or the module',
+    { skip: bindingBuilt ? false : 'packages/binding has no built .node module' },
+    () => {
+      const pw = run(['start', '--port', '0', '--password-file', 'missing-passwd'], { FBROKER_LOG_FORMAT: 'json' })
+      assert.equal(pw.code, 2, pw.stdout + pw.stderr)
+      const messages = (out: string) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg)
+      assert.ok(messages(pw.stdout).includes(`cannot start the broker: config error in ${path.join(dir, 'missing-passwd')}: key "password_file": file not found`), pw.stdout)
+      const plugin = run(['start', '--port', '0', '--plugin', './missing-plugin.mjs'], { FBROKER_LOG_FORMAT: 'json' })
+      assert.equal(plugin.code, 2, plugin.stdout + plugin.stderr)
+      assert.ok(messages(plugin.stdout).includes(`cannot start the broker: plugin ${path.join(dir, 'missing-plugin.mjs')}: file not found`), plugin.stdout)
+    },
+  )
+
   test('an unknown option is a usage error: exit 2', () => {
     const { code, stderr } = run(['start', '--prot', '1883'])
     assert.equal(code, 2)

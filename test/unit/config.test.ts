@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -51,6 +51,15 @@ const DEFAULTS: FbrokerConfig = {
   connect_timeout_ms: 10_000,
   session_expiry_secs: 7200,
   worker_threads: 0,
+  allow_anonymous: undefined,
+  password_file: undefined,
+  acl_file: undefined,
+  plugins: [],
+  auth_hook_timeout_ms: 5000,
+  authorize_publish_cache_ttl_ms: 0,
+  redis_auth_url: undefined,
+  redis_auth_prefix: 'fbroker:auth:user:',
+  redis_auth_cache_ttl_ms: 5000,
 }
 
 describe('defaults and schema', () => {
@@ -73,6 +82,8 @@ describe('defaults and schema', () => {
     assert.deepEqual([...keys].sort(), Object.keys(DEFAULTS).sort())
     for (const spec of CONFIG_SCHEMA) {
       assert.ok(spec.doc.length > 20, `${spec.key} needs a doc`)
+      // Keys unset by default, and lists (a flag appends to them), have no default to feed back.
+      if (spec.default === undefined || typeof spec.default === 'object') continue
       // Feeding each default back in as a flag must be accepted unchanged.
       const loaded = loadConfig({ env: {}, flags: { [spec.key]: String(spec.default) } })
       assert.equal(loaded.config[spec.key], spec.default, spec.key)
@@ -363,6 +374,112 @@ describe('errors name the key and the source', () => {
     const err = configError(() => loadConfig({ file: p, env: {} }))
     assert.match(err.message, /unsupported config file type "\.toml"/)
     assert.ok(err.message.startsWith(`config error in ${p}: `))
+  })
+})
+
+describe('auth keys: booleans, file paths, URLs and the plugin list', () => {
+  test('allow_anonymous is unset by default (decided at start) and takes true/false/1/0 from the environment and flags', () => {
+    assert.equal(loadConfig({ env: {} }).config.allow_anonymous, undefined)
+    for (const [text, value] of [['true', true], ['FALSE', false], [' 1 ', true], ['0', false]] as const) {
+      assert.equal(loadConfig({ env: { FBROKER_ALLOW_ANONYMOUS: text } }).config.allow_anonymous, value, text)
+      assert.equal(loadConfig({ env: {}, flags: { allow_anonymous: text } }).config.allow_anonymous, value, text)
+    }
+    assert.equal(loadConfig({ file: file('.yaml', 'allow_anonymous: false\n'), env: {} }).config.allow_anonymous, false)
+  })
+
+  test('a bad boolean names the key and the source', () => {
+    const envErr = configError(() => loadConfig({ env: { FBROKER_ALLOW_ANONYMOUS: 'yes please' } }))
+    assert.equal(
+      envErr.message,
+      'config error in environment variable FBROKER_ALLOW_ANONYMOUS: key "allow_anonymous": expected true, false, 1 or 0, got "yes please"',
+    )
+    const flagErr = configError(() => loadConfig({ env: {}, flags: { allow_anonymous: 'maybe' } }))
+    assert.match(flagErr.message, /^config error in command-line flag --allow-anonymous: key "allow_anonymous": expected true, false, 1 or 0/)
+    const p = file('.yaml', 'allow_anonymous: "true"\n')
+    const fileErr = configError(() => loadConfig({ file: p, env: {} }))
+    assert.equal(fileErr.message, `config error in ${p}:1: key "allow_anonymous": expected true or false, got "true" (a string: remove the quotes)`)
+  })
+
+  test('password_file and acl_file in a config file are relative to its directory; from the environment or a flag, to the current directory', () => {
+    const sub = path.join(dir, 'etc')
+    mkdirSync(sub, { recursive: true })
+    const p = path.join(sub, 'auth.yaml')
+    writeFileSync(p, 'password_file: passwd\nacl_file: ../acl file\n')
+    const loaded = loadConfig({ file: p, env: {} })
+    assert.equal(loaded.config.password_file, path.join(sub, 'passwd'))
+    assert.equal(loaded.config.acl_file, path.join(dir, 'acl file'))
+    assert.equal(loadConfig({ env: { FBROKER_PASSWORD_FILE: 'pw' } }).config.password_file, path.resolve('pw'))
+    assert.equal(loadConfig({ env: {}, flags: { acl_file: '/etc/fbroker/acl' } }).config.acl_file, '/etc/fbroker/acl')
+    // null in YAML means "not set".
+    assert.equal(loadConfig({ file: file('.yaml', 'password_file:\n'), env: {} }).config.password_file, undefined)
+  })
+
+  test('plugins: a YAML list relative to the file, FBROKER_PLUGINS comma-separated, --plugin appended', () => {
+    const sub = path.join(dir, 'plugins-conf')
+    mkdirSync(sub, { recursive: true })
+    const p = path.join(sub, 'fbroker.yaml')
+    writeFileSync(p, 'plugins: [./a.mjs, ../b.cjs, some-package]\n')
+    const fromFile = loadConfig({ file: p, env: {} })
+    assert.deepEqual(fromFile.config.plugins, [path.join(sub, 'a.mjs'), path.join(dir, 'b.cjs'), 'some-package'])
+    assert.ok(Object.isFrozen(fromFile.config.plugins))
+    const appended = loadConfig({ file: p, env: {}, flags: { plugins: ['./c.mjs', 'd.js'] } })
+    assert.deepEqual(appended.config.plugins, [path.join(sub, 'a.mjs'), path.join(dir, 'b.cjs'), 'some-package', path.resolve('c.mjs'), path.resolve('d.js')])
+    assert.equal(appended.origins.plugins, 'flag')
+    const env = loadConfig({ file: p, env: { FBROKER_PLUGINS: ' ./x.mjs , ,y-package ' } })
+    assert.deepEqual(env.config.plugins, [path.resolve('x.mjs'), 'y-package'], 'the environment replaces the file')
+    assert.deepEqual(loadConfig({ env: {}, flags: { plugins: [] } }).config.plugins, [])
+  })
+
+  test('with plugins configured, an unknown FBROKER_ variable is reported as possibly a plugin\'s', () => {
+    const env = { FBROKER_JWT_SECRET: 's', FBROKER_PLUGINS: './jwt.mjs' }
+    assert.deepEqual(loadConfig({ env }).warnings, ['environment variable FBROKER_JWT_SECRET is not a fbroker setting (a plugin may read it)'])
+    assert.deepEqual(loadConfig({ env: { FBROKER_JWT_SECRET: 's' } }).warnings, [
+      'environment variable FBROKER_JWT_SECRET is not a fbroker setting and is ignored',
+    ])
+  })
+
+  test('plugins that are not a list of strings name the key and the source', () => {
+    const p = file('.yaml', 'plugins: ./one.mjs\n')
+    assert.equal(
+      configError(() => loadConfig({ file: p, env: {} })).message,
+      `config error in ${p}:1: key "plugins": expected a list of module paths or package names, got "./one.mjs" (write a list: ["./one.mjs"])`,
+    )
+    const q = file('.yaml', 'plugins: [./a.mjs, 3]\n')
+    assert.match(configError(() => loadConfig({ file: q, env: {} })).message, /key "plugins": expected a list of module paths or package names, got 3 at position 2/)
+  })
+
+  test('redis_auth_url must be a redis:// or rediss:// URL; the password is not echoed in errors', () => {
+    assert.equal(loadConfig({ env: { FBROKER_REDIS_AUTH_URL: 'redis://127.0.0.1:6380/2' } }).config.redis_auth_url, 'redis://127.0.0.1:6380/2')
+    const err = configError(() => loadConfig({ env: { FBROKER_REDIS_AUTH_URL: 'http://user:hunter2@example.com' } }))
+    assert.match(err.message, /^config error in environment variable FBROKER_REDIS_AUTH_URL: key "redis_auth_url": expected a redis:\/\/ or rediss:\/\/ URL, got "http:\/\/user:\*\*\*@example.com\/"$/)
+    assert.doesNotMatch(err.message, /hunter2/)
+  })
+
+  test('the hook timeout and the publish cache TTL are validated like other integers', () => {
+    const err = configError(() => loadConfig({ env: { FBROKER_AUTH_HOOK_TIMEOUT_MS: '0' } }))
+    assert.match(err.message, /key "auth_hook_timeout_ms": expected a positive integer, got 0$/)
+    assert.equal(loadConfig({ env: { FBROKER_AUTHORIZE_PUBLISH_CACHE_TTL_MS: '250' } }).config.authorize_publish_cache_ttl_ms, 250)
+  })
+
+  test('Broker options take camelCase auth keys; plugins is validated by Broker.start (it also takes plugin objects)', () => {
+    const settings = resolveBrokerSettings({ allowAnonymous: false, passwordFile: 'pw', redisAuthCacheTtlMs: 0 })
+    assert.equal(settings.allowAnonymous, false)
+    assert.equal(settings.passwordFile, 'pw')
+    assert.equal(settings.redisAuthCacheTtlMs, 0)
+    assert.match(configError(() => resolveBrokerSettings({ allowAnonymous: 'no' })).message, /key "allowAnonymous": expected true or false, got "no"/)
+  })
+
+  test('the README table shows unset defaults as prose, not as a literal', () => {
+    const rows = configKeyTable()
+    const anon = rows.find((r) => r.key === 'allow_anonymous')!
+    assert.equal(anon.literalDefault, false)
+    assert.match(anon.default, /^auto: `false` when an auth source is configured/)
+    assert.equal(anon.flag, '--allow-anonymous')
+    assert.deepEqual(
+      rows.filter((r) => ['password_file', 'acl_file', 'redis_auth_url'].includes(r.key)).map((r) => [r.default, r.literalDefault]),
+      [['none', false], ['none', false], ['none', false]],
+    )
+    assert.equal(rows.find((r) => r.key === 'plugins')?.flag, '--plugin')
   })
 })
 

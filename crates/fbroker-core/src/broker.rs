@@ -104,6 +104,14 @@ impl Broker {
     /// connection; connected clients use the new ACL from their next packet.
     pub fn reload_auth(&self, password_file: Option<PasswordFile>, acl: Option<Acl>) {
         self.state.auth.reload(password_file, acl);
+        // Deliveries follow the new read rules at once, also for idle and
+        // offline sessions; each connection refreshes its publish rules
+        // before its next packet.
+        for session in self.state.registry.sessions() {
+            let mut st = session.state.lock();
+            let username = st.username.clone();
+            st.acl = self.state.auth.compile_acl(&session.client_id, username.as_deref());
+        }
     }
 
     /// Which lifecycle events to produce (a mask of `EventKind` bits): the

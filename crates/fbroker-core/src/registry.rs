@@ -102,6 +102,11 @@ impl Registry {
         expired.len()
     }
 
+    /// Every session, for whole-broker updates such as an ACL reload.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
     pub fn owner_of(&self, client_id: &str) -> Option<Arc<ConnControl>> {
         let sessions = self.sessions.lock();
         let session = sessions.get(client_id)?;

@@ -233,11 +233,11 @@ pub fn check_auth_files(password_file: Option<String>, acl_file: Option<String>)
     let mut warnings = Vec::new();
     if let Some(text) = password_file {
         let (_, w) = PasswordFile::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
-        warnings.extend(w.iter().map(|w| format!("password file: {w}")));
+        warnings.extend(w.iter().map(|w| w.to_string()));
     }
     if let Some(text) = acl_file {
         let (_, w) = Acl::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
-        warnings.extend(w.iter().map(|w| format!("ACL file: {w}")));
+        warnings.extend(w.iter().map(|w| w.to_string()));
     }
     Ok(warnings)
 }

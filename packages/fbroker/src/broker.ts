@@ -1,22 +1,39 @@
 import { EventEmitter } from 'node:events'
+import { PluginChain } from './auth/chain'
+import { SUBACK_FAILURE, connackCodeFor, ConnackCode } from './auth/codes'
+import { isLegacyHashWarning, loadAuthFiles, type LoadedAuthFiles } from './auth/files'
+import { loadPlugins, type PluginSpec } from './auth/plugins'
+import { createRedisAuthPlugin, type RedisAuthPlugin } from './auth/redisSource'
+import { HOOK_NAMES, type ClientInfo, type HookName, type PublishAuthorizationItem, type RegisteredHooks } from './auth/types'
+import { ConfigError } from './config/errors'
 import { resolveBrokerSettings } from './config/load'
-import { LOG_LEVELS, type BrokerSettings, type LogLevel } from './config/schema'
+import { LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
 import { createLogger, silentLogger, type Logger } from './log'
 import {
   loadNativeBinding,
   raiseOpenFileLimit,
   startNativeBroker,
+  type NativeBinding,
   type NativeBoundListener,
   type NativeBroker,
   type NativeBrokerConfig,
   type NativeDisconnectReason,
   type NativeEvent,
+  type NativeHookClient,
+  type NativeHookRequest,
+  type NativeHookResponse,
   type NativeOpenFileLimit,
   type NativeStats,
 } from './native'
 
-/** Options of `Broker.start`: every config key in camelCase (all optional, schema defaults), plus `logger`. */
-export interface BrokerOptions extends Partial<BrokerSettings> {
+/**
+ * Options of `Broker.start`: every config key in camelCase (all optional,
+ * schema defaults), plus `logger`. `plugins` also takes plugin objects;
+ * module paths in it are relative to the current directory.
+ */
+export interface BrokerOptions extends Omit<Partial<BrokerSettings>, 'plugins'> {
+  /** Auth plugins, asked in order: module paths, package names or plugin objects (see docs/plugins.md). */
+  plugins?: readonly PluginSpec[]
   /**
    * Logger for broker and native-core log events. Default: a new logger built
    * from `logLevel` and `logFormat`. `false` disables logging (the native core
@@ -90,6 +107,33 @@ export class NativePanicError extends Error {
   }
 }
 
+/** What the broker authenticates and authorizes with (logged at startup, returned by `reloadAuth`). */
+export interface AuthSummary {
+  /** Whether clients no credential source vouched for may connect. */
+  allowAnonymous: boolean
+  /** Whether `allowAnonymous` was set explicitly (false: derived from the configured sources). */
+  allowAnonymousExplicit: boolean
+  /** The password file and its number of users, when configured. */
+  passwordFile?: { path: string; users: number }
+  /** The ACL file and its number of `topic`/`pattern` rules, when configured. */
+  aclFile?: { path: string; rules: number }
+  /** Loaded plugins in chain order, with the hooks each defines (the Redis source included, last). */
+  plugins: Array<{ name: string; hooks: HookName[] }>
+  /** The Redis credential source's URL (password redacted), when configured. */
+  redisAuthUrl?: string
+  /** Hooks at least one plugin defines: only these cross from the native core into JavaScript. */
+  hooks: RegisteredHooks
+}
+
+/** Whether any credential source is configured (anonymous access then defaults to off). */
+function hasCredentialSource(summary: Pick<AuthSummary, 'passwordFile' | 'redisAuthUrl' | 'hooks'>): boolean {
+  return summary.passwordFile !== undefined || summary.redisAuthUrl !== undefined || summary.hooks.authenticate
+}
+
+function toClientInfo(c: NativeHookClient): ClientInfo {
+  return { id: c.id, username: c.username ?? undefined, address: c.address, protocolVersion: c.protocolVersion }
+}
+
 type Listener<K extends keyof BrokerEvents> = (...args: BrokerEvents[K]) => void
 
 // Typed overloads of the EventEmitter methods (merged into the class below).
@@ -144,30 +188,67 @@ function nativeLogLevel(options: BrokerOptions, settings: BrokerSettings): LogLe
 export class Broker extends EventEmitter {
   readonly #logger: Logger
   readonly #openFileLimit: NativeOpenFileLimit | undefined
+  readonly #binding: NativeBinding
+  readonly #settings: BrokerSettings
+  readonly #chain: PluginChain
+  readonly #redis: RedisAuthPlugin | undefined
+  #auth: AuthSummary
   #native: NativeBroker | undefined
+  /** Hook answers produced before `start` had the native handle (a client can connect that early). */
+  #unsentAnswers: NativeHookResponse[] = []
   #listeners: NativeBoundListener[] = []
   #closing: Promise<void> | undefined
+  #reloading: Promise<unknown> = Promise.resolve()
+  #legacyHashWarned = false
 
-  private constructor(logger: Logger, openFileLimit: NativeOpenFileLimit | undefined) {
+  private constructor(
+    logger: Logger,
+    openFileLimit: NativeOpenFileLimit | undefined,
+    binding: NativeBinding,
+    settings: BrokerSettings,
+    chain: PluginChain,
+    redis: RedisAuthPlugin | undefined,
+    auth: AuthSummary,
+  ) {
     super()
     this.#logger = logger
     this.#openFileLimit = openFileLimit
+    this.#binding = binding
+    this.#settings = settings
+    this.#chain = chain
+    this.#redis = redis
+    this.#auth = auth
   }
 
   /**
-   * Validates the options (a `ConfigError` names any bad one), raises the
-   * open-file soft limit to the hard limit, binds the listener and starts
-   * serving. Rejects with the native error (naming the listener) if binding
-   * fails, e.g. EADDRINUSE.
+   * Validates the options (a `ConfigError` names any bad one), reads the
+   * password and ACL files (a `ConfigError` names the key, the file and the
+   * line of a problem), loads the plugins (a `PluginLoadError` names the
+   * module), raises the open-file soft limit to the hard limit, binds the
+   * listener and starts serving. Rejects with the native error (naming the
+   * listener) if binding fails, e.g. EADDRINUSE.
    */
   static async start(options: BrokerOptions = {}): Promise<Broker> {
-    const settings = resolveBrokerSettings(options as Record<string, unknown>, ['logger'])
+    const settings = resolveBrokerSettings(options as Record<string, unknown>, ['logger', 'plugins'])
+    const pluginSpecs = options.plugins ?? []
+    if (!Array.isArray(pluginSpecs)) {
+      throw new ConfigError([
+        {
+          source: { kind: 'options' },
+          key: 'plugins',
+          problem: `expected a list of module paths or plugin objects, got ${showValue(pluginSpecs)}`,
+        },
+      ])
+    }
     const logger =
       options.logger === false
         ? silentLogger()
         : (options.logger ?? createLogger({ level: settings.logLevel, format: settings.logFormat }))
 
-    loadNativeBinding() // throws a helpful error when the native module is missing
+    const binding = loadNativeBinding() // throws a helpful error when the native module is missing
+    const files = await loadAuthFiles(binding, { passwordFile: settings.passwordFile, aclFile: settings.aclFile })
+    const plugins = await loadPlugins(pluginSpecs as PluginSpec[], process.cwd())
+
     let openFileLimit: NativeOpenFileLimit | undefined
     try {
       openFileLimit = raiseOpenFileLimit()
@@ -181,6 +262,32 @@ export class Broker extends EventEmitter {
           'connections beyond it will fail. Raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections',
       )
     }
+
+    // The Redis source is created last: it connects at once, so nothing may fail after it without closing it.
+    const redis =
+      settings.redisAuthUrl === undefined
+        ? undefined
+        : createRedisAuthPlugin({
+            url: settings.redisAuthUrl,
+            prefix: settings.redisAuthPrefix,
+            cacheTtlMs: settings.redisAuthCacheTtlMs,
+            logger,
+          })
+    const chainPlugins = redis === undefined ? plugins : [...plugins, redis]
+    // The publish cache lives in the native core (per connection and topic), so the chain keeps none.
+    const chain = new PluginChain(chainPlugins, { logger, hookTimeoutMs: settings.authHookTimeoutMs, publishCacheTtlMs: 0 })
+    const hooks = chain.hooks
+
+    const summary: AuthSummary = {
+      allowAnonymous: true,
+      allowAnonymousExplicit: settings.allowAnonymous !== undefined,
+      plugins: chainPlugins.map((p) => ({ name: p.name, hooks: HOOK_NAMES.filter((h) => typeof p[h] === 'function') })),
+      hooks,
+    }
+    if (settings.passwordFile !== undefined) summary.passwordFile = { path: settings.passwordFile, users: files.users }
+    if (settings.aclFile !== undefined) summary.aclFile = { path: settings.aclFile, rules: files.aclRules }
+    if (settings.redisAuthUrl !== undefined) summary.redisAuthUrl = redactUrl(settings.redisAuthUrl)
+    summary.allowAnonymous = settings.allowAnonymous ?? !hasCredentialSource(summary)
 
     const config: NativeBrokerConfig = {
       listeners: [{ protocol: 'tcp', host: settings.host, port: settings.port }],
@@ -197,18 +304,82 @@ export class Broker extends EventEmitter {
       sessionExpirySecs: settings.sessionExpirySecs,
       workerThreads: settings.workerThreads,
       logLevel: nativeLogLevel(options, settings),
-      allowAnonymous: true,
-      hooks: { authenticate: false, authorizeSubscribe: false, authorizePublish: false },
-      hookTimeoutMs: 5000,
-      publishAuthCacheTtlMs: 1000,
+      allowAnonymous: summary.allowAnonymous,
+      hooks,
+      hookTimeoutMs: settings.authHookTimeoutMs,
+      publishAuthCacheTtlMs: settings.authorizePublishCacheTtlMs,
     }
+    if (files.passwordText !== undefined) config.passwordFile = files.passwordText
+    if (files.aclText !== undefined) config.aclFile = files.aclText
 
-    const broker = new Broker(logger, openFileLimit)
-    const native = await startNativeBroker(config, (err, events) => broker.#dispatch(err, events))
+    const broker = new Broker(logger, openFileLimit, binding, settings, chain, redis, summary)
+    broker.#logFileWarnings(files)
+    if (summary.allowAnonymous && hasCredentialSource(summary)) {
+      logger.warn(
+        'allow_anonymous is true while credentials are configured: clients WITHOUT credentials are accepted' +
+          (summary.passwordFile === undefined ? ', and so are user names that no source checked' : '') +
+          '. Set allow_anonymous: false (the default with an auth source) unless that is intended',
+      )
+    }
+    const anyHook = hooks.authenticate || hooks.authorizeSubscribe || hooks.authorizePublish
+    let native: NativeBroker
+    try {
+      native = await startNativeBroker(
+        config,
+        (err, events) => broker.#dispatch(err, events),
+        anyHook ? (err, requests) => broker.#onHooks(err, requests) : undefined,
+      )
+    } catch (err) {
+      await chain.close()
+      throw err
+    }
     broker.#native = native
     broker.#listeners = native.listeners()
+    broker.#flushAnswers()
     logger.debug({ listeners: broker.#listeners }, 'broker started')
     return broker
+  }
+
+  /** What the broker authenticates and authorizes with. */
+  get authSummary(): AuthSummary {
+    return structuredClone(this.#auth)
+  }
+
+  /**
+   * Re-reads the password file and the ACL file and swaps them in without
+   * dropping connections (a connected client is checked against the new
+   * ACL from its next packet on). Also forgets the Redis source's cached
+   * users. On an unreadable or malformed file, nothing changes and the
+   * promise rejects with a `ConfigError` naming the key, the file and the
+   * line. Concurrent calls run one after another.
+   */
+  reloadAuth(): Promise<AuthSummary> {
+    const run = this.#reloading.then(() => this.#reloadAuthNow())
+    this.#reloading = run.catch(() => undefined)
+    return run
+  }
+
+  async #reloadAuthNow(): Promise<AuthSummary> {
+    const native = this.#running()
+    const files = await loadAuthFiles(this.#binding, { passwordFile: this.#settings.passwordFile, aclFile: this.#settings.aclFile })
+    this.#running()
+    native.reloadAuth(files.passwordText ?? null, files.aclText ?? null)
+    this.#logFileWarnings(files)
+    this.#redis?.invalidate()
+    this.#chain.clearCache()
+    if (this.#auth.passwordFile !== undefined) this.#auth.passwordFile.users = files.users
+    if (this.#auth.aclFile !== undefined) this.#auth.aclFile.rules = files.aclRules
+    return this.authSummary
+  }
+
+  #logFileWarnings(files: LoadedAuthFiles): void {
+    for (const warning of files.warnings) {
+      if (isLegacyHashWarning(warning)) {
+        if (this.#legacyHashWarned) continue
+        this.#legacyHashWarned = true
+      }
+      this.#logger.warn(warning)
+    }
   }
 
   /** The bound port of the first TCP listener (the real one when port 0 was asked for). */
@@ -271,11 +442,113 @@ export class Broker extends EventEmitter {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      if (this.#native === undefined) return
-      await this.#native.stop()
-      this.#logger.debug('broker stopped')
+      if (this.#native !== undefined) {
+        await this.#native.stop()
+        this.#logger.debug('broker stopped')
+      }
+      // After the engine: no hook request can arrive for a closed plugin.
+      await this.#chain.close()
     })()
     return this.#closing
+  }
+
+  // -------------------------------------------------------------------------
+  // Plugin hooks: the native core asks in batches, answers go back by id.
+
+  #onHooks(err: Error | null | NativeHookRequest[], requests: NativeHookRequest[] | undefined): void {
+    if (Array.isArray(err)) [err, requests] = [null, err]
+    if (err) {
+      // The requests of a lost batch time out in the engine, which refuses them.
+      this.#logger.error({ err }, 'native hook delivery failed')
+      return
+    }
+    const publishes: NativeHookRequest[] = []
+    for (const request of requests ?? []) {
+      switch (request.kind) {
+        case 'authenticate':
+          void this.#answerAuthenticate(request)
+          break
+        case 'authorizeSubscribe':
+          void this.#answerSubscribe(request)
+          break
+        case 'authorizePublish':
+          publishes.push(request)
+          break
+        default:
+          this.#logger.error({ kind: (request as { kind: unknown }).kind }, 'unknown native hook request; it will time out and be refused')
+      }
+    }
+    if (publishes.length > 0) void this.#answerPublishes(publishes)
+  }
+
+  async #answerAuthenticate(request: NativeHookRequest): Promise<void> {
+    const client = toClientInfo(request.client)
+    let response: NativeHookResponse
+    try {
+      const decision = await this.#chain.authenticate(client, request.username ?? undefined, request.password ?? undefined)
+      response = { id: request.id, kind: 'authenticate' }
+      if (decision.outcome === 'allow') response.code = ConnackCode.ACCEPTED
+      else if (decision.outcome === 'deny') response.code = connackCodeFor(decision.returnCode, client.protocolVersion)
+    } catch (err) {
+      this.#logger.error({ err, clientId: client.id }, 'authenticate failed unexpectedly; refused')
+      response = { id: request.id, kind: 'authenticate', code: connackCodeFor(ConnackCode.NOT_AUTHORIZED, client.protocolVersion) }
+    }
+    this.#answer([response])
+  }
+
+  async #answerSubscribe(request: NativeHookRequest): Promise<void> {
+    const client = toClientInfo(request.client)
+    const subscriptions = request.subscriptions ?? []
+    let grants: number[]
+    try {
+      grants = await this.#chain.authorizeSubscribe(client, subscriptions)
+    } catch (err) {
+      this.#logger.error({ err, clientId: client.id }, 'authorizeSubscribe failed unexpectedly; refused')
+      grants = subscriptions.map(() => SUBACK_FAILURE)
+    }
+    this.#answer([{ id: request.id, kind: 'authorizeSubscribe', grants }])
+  }
+
+  /** Every publish of the batch, from every request, goes through one `authorizePublishBatch` call. */
+  async #answerPublishes(requests: NativeHookRequest[]): Promise<void> {
+    const items: PublishAuthorizationItem[] = []
+    for (const request of requests) {
+      const client = toClientInfo(request.client)
+      for (const p of request.publishes ?? []) items.push({ client, topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain })
+    }
+    let verdicts: boolean[]
+    try {
+      verdicts = await this.#chain.authorizePublishBatch(items)
+    } catch (err) {
+      this.#logger.error({ err }, 'authorizePublish failed unexpectedly; the batch is refused')
+      verdicts = items.map(() => false)
+    }
+    const responses: NativeHookResponse[] = []
+    let offset = 0
+    for (const request of requests) {
+      const count = request.publishes?.length ?? 0
+      responses.push({ id: request.id, kind: 'authorizePublish', allowed: verdicts.slice(offset, offset + count) })
+      offset += count
+    }
+    this.#answer(responses)
+  }
+
+  #answer(responses: NativeHookResponse[]): void {
+    if (this.#native === undefined) {
+      this.#unsentAnswers.push(...responses)
+      return
+    }
+    try {
+      this.#native.resolveHooks(responses)
+    } catch (err) {
+      // The engine refuses what it does not hear back about in time.
+      this.#logger.error({ err }, 'could not pass plugin decisions to the native core')
+    }
+  }
+
+  #flushAnswers(): void {
+    if (this.#unsentAnswers.length === 0) return
+    this.#answer(this.#unsentAnswers.splice(0))
   }
 
   #running(): NativeBroker {
@@ -333,6 +606,7 @@ export class Broker extends EventEmitter {
         )
         return
       case 'clientDisconnected':
+        if (event.clientId !== undefined) this.#chain.forgetClient(event.clientId)
         this.emit('clientDisconnected', defined({ clientId: event.clientId!, reason: event.reason as DisconnectReason }))
         return
       case 'subscribed':

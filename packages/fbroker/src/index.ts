@@ -1,6 +1,7 @@
 export {
   Broker,
   NativePanicError,
+  type AuthSummary,
   type BrokerEvents,
   type BrokerOptions,
   type ClientConnectedEvent,

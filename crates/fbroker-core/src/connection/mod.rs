@@ -119,10 +119,25 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
     let _ = stream.set_nodelay(true);
     let acl_generation = state.auth.generation();
     let acl = state.auth.compile_acl(&client_id, connect.username.as_deref());
+    if let Some(will) = &connect.will {
+        // A will is a publish the client makes in advance: refuse the
+        // connection when the client could not publish there (as Mosquitto
+        // does), rather than let the will bypass the ACL later.
+        let topic = will.topic.as_str();
+        if topic.starts_with("$SYS") || acl.as_ref().is_some_and(|acl| !acl.can_publish(topic)) {
+            state.events.log(LogLevel::Debug, Some(&client_id), || format!("will topic {topic} not allowed"));
+            let _ = write_and_close(stream, &refusal_connack(connack_code::NOT_AUTHORIZED)).await;
+            return None;
+        }
+    }
     let conn_id = state.next_conn_id();
     let control = ConnControl::new(conn_id);
     let attached = state.registry.attach(&state.router, &client_id, connect.clean_start, control.clone());
-    attached.session.state.lock().acl = acl.clone();
+    {
+        let mut st = attached.session.state.lock();
+        st.acl = acl.clone();
+        st.username = connect.username.clone();
+    }
     let mut conn = Connection {
         state: state.clone(),
         stream,

@@ -72,19 +72,20 @@ impl Connection {
             return verdicts;
         }
         let client = self.hook_client.clone().expect("hooks imply a hook client");
-        let answers = match Box::pin(bridge.call(HookRequest::AuthorizePublish { client, publishes: ask })).await {
-            Some(HookResponse::AuthorizePublish(answers)) if answers.len() == asked_for.len() => answers,
+        let (answers, cacheable) = match Box::pin(bridge.call(HookRequest::AuthorizePublish { client, publishes: ask })).await {
+            Some(HookResponse::AuthorizePublish(answers)) if answers.len() == asked_for.len() => (answers, true),
             _ => {
                 self.state.events.log(LogLevel::Warn, Some(&self.client_id), || {
                     "authorizePublish gave no answer in time: the publishes are refused".into()
                 });
-                vec![false; asked_for.len()]
+                // A transient failure is not remembered as a verdict.
+                (vec![false; asked_for.len()], false)
             }
         };
         let cache = self.publish_verdicts.get_or_insert_with(Default::default);
         for (&i, &ok) in asked_for.iter().zip(&answers) {
             verdicts[i] = ok;
-            if let (Packet::Publish(p), false) = (&packets[i], ttl.is_zero()) {
+            if let (Packet::Publish(p), true) = (&packets[i], cacheable && !ttl.is_zero()) {
                 cache.put(p.topic.as_str(), ok, now);
             }
         }

@@ -35,6 +35,14 @@ export interface PluginChainOptions {
 }
 
 export const DEFAULT_HOOK_TIMEOUT_MS = 5000
+
+/**
+ * CONNACK return code of a login refused because a hook failed (threw,
+ * rejected, timed out or answered nonsense): 5 "not authorized". The native
+ * core refuses with the same code when no decision reaches it in time, so a
+ * client sees one code for every failure, whichever side noticed it.
+ */
+export const HOOK_FAILURE_CODE: number = ConnackCode.NOT_AUTHORIZED
 export const DEFAULT_PUBLISH_CACHE_TTL_MS = 0
 export const DEFAULT_PUBLISH_CACHE_MAX_ENTRIES = 100_000
 
@@ -180,7 +188,9 @@ export class PluginChain {
    * - a plugin's `true` → `allow`, return code 0;
    * - `false` → `deny` with 4 when a user name or password was given, else 5;
    * - a number → that return code (0 allows);
-   * - an error, timeout or invalid answer → `deny` with 3 "server unavailable";
+   * - an error, timeout or invalid answer → `deny` with 5 "not authorized"
+   *   (`HOOK_FAILURE_CODE`), the code the native core also refuses with
+   *   when no decision reaches it within the hook timeout;
    * - no answer from any plugin → `none`.
    */
   async authenticate(client: ClientInfo, username: string | undefined, password: Buffer | undefined): Promise<AuthDecision> {
@@ -188,7 +198,7 @@ export class PluginChain {
       const settled = await invoke(() => plugin.authenticate!(client, username, password), this.#timeoutMs)
       if (settled.kind !== 'value') {
         this.#logFailure('authenticate', plugin, settled, { clientId: client.id, username })
-        return { outcome: 'deny', returnCode: ConnackCode.SERVER_UNAVAILABLE, cause: settled.kind, plugin: plugin.name }
+        return { outcome: 'deny', returnCode: HOOK_FAILURE_CODE, cause: settled.kind, plugin: plugin.name }
       }
       const answer = settled.value
       if (answer === undefined || answer === null) continue
@@ -200,7 +210,7 @@ export class PluginChain {
         return { outcome: answer === 0 ? 'allow' : 'deny', returnCode: answer, cause: 'answer', plugin: plugin.name }
       }
       this.#logInvalid('authenticate', plugin, answer, 'true, false, a return code 0–5 or 0x80–0xFF, or undefined', { clientId: client.id, username })
-      return { outcome: 'deny', returnCode: ConnackCode.SERVER_UNAVAILABLE, cause: 'invalid', plugin: plugin.name }
+      return { outcome: 'deny', returnCode: HOOK_FAILURE_CODE, cause: 'invalid', plugin: plugin.name }
     }
     return { outcome: 'none', returnCode: ConnackCode.ACCEPTED, cause: 'no-answer' }
   }

@@ -13,6 +13,7 @@ export {
   DEFAULT_HOOK_TIMEOUT_MS,
   DEFAULT_PUBLISH_CACHE_MAX_ENTRIES,
   DEFAULT_PUBLISH_CACHE_TTL_MS,
+  HOOK_FAILURE_CODE,
   PluginChain,
   type PluginChainOptions,
 } from './chain'
@@ -49,7 +50,7 @@ export {
   type HashPasswordOptions,
   type ParsedPasswordHash,
 } from './passwordHash'
-export { PluginLoadError, loadPlugins, pluginProblem, registeredHooks, type PluginSpec } from './plugins'
+export { PluginLoadError, isPathSpec, loadPlugins, pluginProblem, registeredHooks, type PluginSpec } from './plugins'
 export {
   DEFAULT_REDIS_AUTH_CACHE_MAX_ENTRIES,
   DEFAULT_REDIS_AUTH_CACHE_TTL_MS,

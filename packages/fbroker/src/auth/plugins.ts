@@ -74,7 +74,8 @@ function packageType(file: string): 'module' | 'commonjs' {
   }
 }
 
-function isPathSpec(spec: string): boolean {
+/** Whether a plugin spec is a file path (as opposed to a package name). */
+export function isPathSpec(spec: string): boolean {
   return path.isAbsolute(spec) || spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..' ||
     spec.startsWith('.\\') || spec.startsWith('..\\') || /\.(mjs|cjs|js)$/.test(spec)
 }

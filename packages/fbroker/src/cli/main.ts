@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander'
-import { CONFIG_SCHEMA, LOG_LEVELS, envVarName } from '../config/schema'
+import { CONFIG_SCHEMA, LOG_LEVELS, defaultText, envVarName, type ConfigKeySpec } from '../config/schema'
 import { VERSION } from '../version'
 import { registerPasswdCommand } from './passwd'
 import { EXIT_CONFIG_ERROR, runStart, type StartFlags } from './start'
 
 function settingsHelp(): string {
-  const rows = CONFIG_SCHEMA.map((spec) => [spec.key, envVarName(spec.key), JSON.stringify(spec.default)] as const)
+  const rows = (CONFIG_SCHEMA as readonly ConfigKeySpec[]).map((spec) => [spec.key, envVarName(spec.key), defaultText(spec).text.replace(/`/g, '')] as const)
   const keyWidth = Math.max(...rows.map((r) => r[0].length))
   const envWidth = Math.max(...rows.map((r) => r[1].length))
   const lines = rows.map(([key, env, def]) => `  ${key.padEnd(keyWidth)}  ${env.padEnd(envWidth)}  ${def}`)
@@ -17,6 +17,7 @@ function settingsHelp(): string {
     '',
     'The config file is YAML (.yaml, .yml) or JSON (.json), with the keys above.',
     'Precedence: command-line flags > FBROKER_* environment variables > config file > defaults.',
+    '--plugin is the exception: it appends to the plugins of the file or FBROKER_PLUGINS (comma-separated).',
   ].join('\n')
 }
 
@@ -31,11 +32,15 @@ export function buildProgram(): Command {
 
   program
     .command('start')
-    .description('start the broker (SIGINT/SIGTERM stop it gracefully)')
+    .description('start the broker (SIGINT/SIGTERM stop it gracefully, SIGHUP re-reads the password and ACL files)')
     .option('-c, --config <file>', 'config file: YAML (.yaml, .yml) or JSON (.json)')
     .option('-p, --port <port>', 'TCP port of the MQTT listener (0 = any free port)')
     .option('--host <host>', 'address the MQTT listener binds to')
     .option('--log-level <level>', `least severe level logged: ${LOG_LEVELS.join(', ')}`)
+    .option('--password-file <file>', 'Mosquitto-format password file (re-read on SIGHUP)')
+    .option('--acl-file <file>', 'Mosquitto-format ACL file (re-read on SIGHUP)')
+    .option('--allow-anonymous <true|false>', 'accept clients no credential source vouched for (default: false when an auth source is configured)')
+    .option('--plugin <file>', 'auth plugin module; repeatable, appended to the config file\'s plugins', (value: string, previous: string[] = []) => [...previous, value])
     .addHelpText('after', settingsHelp())
     .action(async (flags: StartFlags) => {
       const code = await runStart(flags)

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
-import { Broker } from '../broker'
+import { PluginLoadError } from '../auth/plugins'
+import { Broker, type AuthSummary } from '../broker'
 import { ConfigError } from '../config/errors'
 import { loadConfig, type LoadedConfig } from '../config/load'
 import { createLogger, isPretty, type Logger } from '../log'
@@ -12,6 +13,11 @@ export interface StartFlags {
   port?: string
   host?: string
   logLevel?: string
+  passwordFile?: string
+  aclFile?: string
+  allowAnonymous?: string
+  /** `--plugin`, repeatable. */
+  plugin?: string[]
 }
 
 /** Exit code for configuration and usage errors. */
@@ -72,6 +78,29 @@ function logBanner(logger: Logger, loaded: LoadedConfig, broker: Broker, pretty:
     `worker_threads=${workers}${c.worker_threads === 0 ? ' (one per core)' : ''}`,
   ].join(' ')
   logger.info(pretty ? {} : { limits }, `limits: ${text}`)
+  const auth = broker.authSummary
+  logger.info(pretty ? {} : { auth }, `auth: ${authText(auth)}`)
+}
+
+/** One line: `password file /etc/fbroker/passwd (3 users), ACL file … (12 rules), plugins: jwt-auth [authenticate], anonymous clients refused`. */
+export function authText(auth: AuthSummary): string {
+  const parts: string[] = []
+  if (auth.passwordFile !== undefined) {
+    parts.push(`password file ${auth.passwordFile.path} (${auth.passwordFile.users} user${auth.passwordFile.users === 1 ? '' : 's'})`)
+  }
+  if (auth.aclFile !== undefined) {
+    parts.push(`ACL file ${auth.aclFile.path} (${auth.aclFile.rules} rule${auth.aclFile.rules === 1 ? '' : 's'})`)
+  } else {
+    parts.push('no ACL')
+  }
+  if (auth.plugins.length > 0) {
+    const plugins = auth.plugins.map((p) => `${p.name} [${p.hooks.join(', ') || 'no hooks'}]`).join(', ')
+    parts.push(`plugins: ${plugins}`)
+  }
+  if (auth.redisAuthUrl !== undefined) parts.push(`Redis credentials at ${auth.redisAuthUrl}`)
+  const how = auth.allowAnonymousExplicit ? 'allow_anonymous' : 'allow_anonymous unset'
+  parts.push(`anonymous clients ${auth.allowAnonymous ? 'ALLOWED' : 'refused'} (${how})`)
+  return parts.join(', ')
 }
 
 function errorMessage(err: unknown): string {
@@ -90,7 +119,15 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
     loaded = loadConfig({
       file: flags.config,
       env: process.env,
-      flags: { port: flags.port, host: flags.host, log_level: flags.logLevel },
+      flags: {
+        port: flags.port,
+        host: flags.host,
+        log_level: flags.logLevel,
+        password_file: flags.passwordFile,
+        acl_file: flags.aclFile,
+        allow_anonymous: flags.allowAnonymous,
+        plugins: flags.plugin,
+      },
     })
   } catch (err) {
     process.stderr.write(`${errorMessage(err)}\n`)
@@ -108,7 +145,7 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
   } catch (err) {
     logger.debug({ err }, 'start failure details')
     logger.fatal(`cannot start the broker: ${errorMessage(err)}`)
-    return err instanceof ConfigError ? EXIT_CONFIG_ERROR : EXIT_FAILURE
+    return err instanceof ConfigError || err instanceof PluginLoadError ? EXIT_CONFIG_ERROR : EXIT_FAILURE
   }
 
   logBanner(logger, loaded, broker, pretty)
@@ -134,5 +171,14 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // SIGHUP re-reads the password and ACL files; a bad file keeps the old ones and never stops the broker.
+  process.on('SIGHUP', () => {
+    if (stopping) return
+    broker.reloadAuth().then(
+      (auth) => logger.info(pretty ? {} : { auth }, `received SIGHUP, auth files reloaded: ${authText(auth)}`),
+      (err: unknown) =>
+        logger.error({ err }, `received SIGHUP, reload failed; the previous auth files stay in force: ${errorMessage(err)}`),
+    )
+  })
   return undefined
 }

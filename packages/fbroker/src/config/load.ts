@@ -13,8 +13,11 @@ import {
   specFor,
   type BrokerSettings,
   type ConfigKey,
+  type ConfigKeySpec,
+  type ConfigValue,
   type FbrokerConfig,
 } from './schema'
+import { isPathSpec } from '../auth/plugins'
 import { closestName, unknownKeyProblem } from './suggest'
 
 /** Where the effective value of a key came from. */
@@ -27,9 +30,11 @@ export interface LoadConfigOptions {
   env?: Readonly<Record<string, string | undefined>>
   /**
    * Command-line flag values, by snake_case key (`{ port: '1884', log_level: 'debug' }`).
-   * Strings are parsed by the key's type; `undefined` means "not given".
+   * Strings are parsed by the key's type; `undefined` means "not given". For
+   * a list key (`plugins`) the value is a list of entries (a repeated flag)
+   * that is appended to the list from the other sources.
    */
-  flags?: Readonly<Partial<Record<ConfigKey, string | number | undefined>>>
+  flags?: Readonly<Partial<Record<ConfigKey, string | number | boolean | readonly string[] | undefined>>>
 }
 
 export interface LoadedConfig {
@@ -48,7 +53,10 @@ export interface LoadedConfig {
 /** Converts a snake_case configuration to camelCase `Broker` options. */
 export function toBrokerOptions(config: Readonly<FbrokerConfig>): BrokerSettings {
   const out: Record<string, unknown> = {}
-  for (const key of CONFIG_KEYS) out[camelCaseKey(key)] = config[key]
+  for (const key of CONFIG_KEYS) {
+    const value = config[key] as ConfigValue
+    out[camelCaseKey(key)] = Array.isArray(value) ? [...value] : value
+  }
   return out as BrokerSettings
 }
 
@@ -59,12 +67,12 @@ export function toBrokerOptions(config: Readonly<FbrokerConfig>): BrokerSettings
  * all problems are reported together in one `ConfigError`.
  */
 export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
-  const config: Record<string, number | string> = { ...defaultConfig() }
+  const config: Record<string, ConfigValue> = { ...defaultConfig() }
   const origins = Object.fromEntries(CONFIG_KEYS.map((k) => [k, 'default'])) as Record<ConfigKey, ValueOrigin>
   const issues: ConfigIssue[] = []
   const warnings: string[] = []
 
-  const apply = (key: ConfigKey, value: number | string, origin: ValueOrigin) => {
+  const apply = (key: ConfigKey, value: ConfigValue, origin: ValueOrigin) => {
     config[key] = value
     origins[key] = origin
   }
@@ -83,7 +91,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
           continue
         }
         const result = checkValue(spec, value)
-        if (result.ok) apply(spec.key as ConfigKey, result.value, 'file')
+        if (result.ok) apply(spec.key as ConfigKey, resolvePaths(spec, result.value, path.dirname(file)), 'file')
         else issues.push({ source, key, problem: result.problem })
       }
     }
@@ -91,24 +99,14 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
 
   // 2. Environment
   const env = options.env ?? process.env
-  for (const spec of CONFIG_SCHEMA) {
+  for (const spec of CONFIG_SCHEMA as readonly ConfigKeySpec[]) {
     const variable = envVarName(spec.key)
     const text = env[variable]
     if (text === undefined || text.trim() === '') continue
     const result = parseText(spec, text)
-    if (result.ok) apply(spec.key, result.value, 'env')
+    if (result.ok) apply(spec.key as ConfigKey, resolvePaths(spec, result.value, process.cwd()), 'env')
     else issues.push({ source: { kind: 'env', variable }, key: spec.key, problem: result.problem })
   }
-  const knownVariables = CONFIG_KEYS.map(envVarName)
-  for (const variable of Object.keys(env)) {
-    if (!variable.startsWith('FBROKER_') || knownVariables.includes(variable)) continue
-    const suggestion = closestName(variable, knownVariables, (n) => n.toUpperCase().replace(/-/g, '_'))
-    warnings.push(
-      `environment variable ${variable} is not a fbroker setting and is ignored` +
-        (suggestion === undefined ? '' : `; did you mean ${suggestion}?`),
-    )
-  }
-
   // 3. Command-line flags
   for (const [key, value] of Object.entries(options.flags ?? {})) {
     if (value === undefined) continue
@@ -119,13 +117,36 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
       issues.push({ source, key, problem: unknownKeyProblem(key, CONFIG_KEYS) })
       continue
     }
+    if (spec.type === 'module-list') {
+      // A repeated flag: its entries are appended to the list of the file and the environment.
+      const entries = typeof value === 'string' ? [value] : value
+      const result = checkValue(spec, entries)
+      if (!result.ok) {
+        issues.push({ source, key, problem: result.problem })
+        continue
+      }
+      const added = resolvePaths(spec, result.value, process.cwd()) as string[]
+      if (added.length > 0) apply(spec.key as ConfigKey, [...(config[spec.key] as string[]), ...added], 'flag')
+      continue
+    }
     const result = typeof value === 'string' ? parseText(spec, value) : checkValue(spec, value)
-    if (result.ok) apply(spec.key as ConfigKey, result.value, 'flag')
+    if (result.ok) apply(spec.key as ConfigKey, resolvePaths(spec, result.value, process.cwd()), 'flag')
     else issues.push({ source, key, problem: result.problem })
   }
 
   if (issues.length > 0) throw new ConfigError(issues)
 
+  // Unknown FBROKER_* variables: probably typos, unless a plugin reads its own (FBROKER_JWT_SECRET).
+  const knownVariables = CONFIG_KEYS.map(envVarName)
+  const withPlugins = (config.plugins as string[]).length > 0
+  for (const variable of Object.keys(env)) {
+    if (!variable.startsWith('FBROKER_') || knownVariables.includes(variable)) continue
+    const suggestion = closestName(variable, knownVariables, (n) => n.toUpperCase().replace(/-/g, '_'))
+    const what = withPlugins ? 'is not a fbroker setting (a plugin may read it)' : 'is not a fbroker setting and is ignored'
+    warnings.push(`environment variable ${variable} ${what}` + (suggestion === undefined ? '' : `; did you mean ${suggestion}?`))
+  }
+
+  for (const value of Object.values(config)) if (Array.isArray(value)) Object.freeze(value)
   const resolved = Object.freeze(config as FbrokerConfig)
   const loaded: LoadedConfig = {
     config: resolved,
@@ -135,6 +156,31 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     ...(file === undefined ? {} : { file }),
   }
   return loaded
+}
+
+/**
+ * Makes the file paths of a value absolute: a `path` key's value, and the
+ * path entries of a module list, relative to `baseDir` (the config file's
+ * directory, or the current directory for the environment and flags). A
+ * package name in a config file's module list is resolved from the file's
+ * directory when it can be; otherwise it is kept, to be resolved (and
+ * reported) when the plugins are loaded.
+ */
+function resolvePaths(spec: ConfigKeySpec, value: ConfigValue, baseDir: string): ConfigValue {
+  if (value === undefined) return value
+  if (spec.type === 'path' && typeof value === 'string') return path.resolve(baseDir, value)
+  if (spec.type === 'module-list' && Array.isArray(value)) {
+    return value.map((entry) => {
+      if (isPathSpec(entry)) return path.resolve(baseDir, entry)
+      if (baseDir === process.cwd()) return entry
+      try {
+        return require.resolve(entry, { paths: [baseDir] })
+      } catch {
+        return entry
+      }
+    })
+  }
+  return value
 }
 
 interface ParsedFile {

@@ -47,7 +47,45 @@ export interface EnumKeySpec extends KeySpecBase {
   readonly default: string
 }
 
-export type ConfigKeySpec = IntegerKeySpec | StringKeySpec | EnumKeySpec
+/** true or false. Text (environment variables, flags) may also say 1 or 0. */
+export interface BooleanKeySpec extends KeySpecBase {
+  readonly type: 'boolean'
+  /** undefined: not set; the broker then decides at start (see `defaultDoc`). */
+  readonly default: boolean | undefined
+  /** What an unset value means, for the documentation (when `default` is undefined). */
+  readonly defaultDoc?: string
+}
+
+/**
+ * An optional file path (unset by default). A relative path in a config
+ * file is relative to that file's directory; elsewhere, to the current
+ * directory. The loader makes it absolute.
+ */
+export interface PathKeySpec extends KeySpecBase {
+  readonly type: 'path'
+  readonly default: undefined
+}
+
+/** An optional URL (unset by default) with one of the given schemes. */
+export interface UrlKeySpec extends KeySpecBase {
+  readonly type: 'url'
+  readonly default: undefined
+  /** Accepted schemes, with the colon: `redis:`. */
+  readonly protocols: readonly string[]
+}
+
+/**
+ * A list of plugin modules: file paths or package names. In a config file,
+ * relative paths are relative to the file's directory. An environment
+ * variable holds a comma-separated list; a repeated command-line flag
+ * appends to the list of the other sources.
+ */
+export interface ModuleListKeySpec extends KeySpecBase {
+  readonly type: 'module-list'
+  readonly default: readonly string[]
+}
+
+export type ConfigKeySpec = IntegerKeySpec | StringKeySpec | EnumKeySpec | BooleanKeySpec | PathKeySpec | UrlKeySpec | ModuleListKeySpec
 
 export const CONFIG_SCHEMA = [
   {
@@ -176,6 +214,72 @@ export const CONFIG_SCHEMA = [
     max: 1024,
     doc: 'Threads of the native network runtime. 0 = one per CPU core.',
   },
+  {
+    key: 'allow_anonymous',
+    type: 'boolean',
+    default: undefined,
+    defaultDoc: 'auto: `false` when an auth source is configured, else `true`',
+    flag: '--allow-anonymous',
+    doc: 'Whether clients that no credential source vouched for may connect: clients without a user name, and, when there is no `password_file`, user names that no plugin answered for. Refused ones get CONNACK 5. (With a `password_file`, a user name that nothing vouched for is always refused, with 4.) Unset, it is `false` as soon as `password_file`, `redis_auth_url` or a plugin with an `authenticate` hook is configured, and `true` otherwise.',
+  },
+  {
+    key: 'password_file',
+    type: 'path',
+    default: undefined,
+    flag: '--password-file',
+    doc: 'Mosquitto-format password file (`user:$7$…` lines, as written by `fbroker passwd` or `mosquitto_passwd`; `$6$` and legacy SHA-256 hex are accepted). Checked in the native core. Re-read on SIGHUP.',
+  },
+  {
+    key: 'acl_file',
+    type: 'path',
+    default: undefined,
+    flag: '--acl-file',
+    doc: 'Mosquitto-format ACL file (`user`, `topic`, `pattern` with `%c`/`%u`, `deny`). Checked in the native core for every publish, subscribe and delivery. Re-read on SIGHUP.',
+  },
+  {
+    key: 'plugins',
+    type: 'module-list',
+    default: [],
+    flag: '--plugin',
+    doc: 'Auth plugin modules (`.mjs`, `.cjs`, `.js` or package names), asked in order; see docs/plugins.md. Paths in a config file are relative to its directory. `FBROKER_PLUGINS` is comma-separated; `--plugin` is repeatable and appends.',
+  },
+  {
+    key: 'auth_hook_timeout_ms',
+    type: 'integer',
+    default: 5000,
+    min: 1,
+    max: U32_MAX,
+    doc: 'Milliseconds the native core waits for a plugin decision (the whole chain) before it refuses: CONNACK 5, SUBACK 0x80 or a dropped publish.',
+  },
+  {
+    key: 'authorize_publish_cache_ttl_ms',
+    type: 'integer',
+    default: 0,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Milliseconds the native core reuses an `authorizePublish` answer for the same connection and topic, whatever the payload, QoS and retain flag. 0 = off. Safe only when every `authorizePublish` hook decides by client and topic alone.',
+  },
+  {
+    key: 'redis_auth_url',
+    type: 'url',
+    default: undefined,
+    protocols: ['redis:', 'rediss:'],
+    doc: 'Enables the Redis credential source: `redis://[[user]:password@]host[:port][/db]` (`rediss://` for TLS). Users are hashes with a `password` field and an optional `acl` field; it is asked after the plugins.',
+  },
+  {
+    key: 'redis_auth_prefix',
+    type: 'string',
+    default: 'fbroker:auth:user:',
+    doc: 'Key prefix of the Redis credential source: a user is the hash at the prefix followed by the user name.',
+  },
+  {
+    key: 'redis_auth_cache_ttl_ms',
+    type: 'integer',
+    default: 5000,
+    min: 0,
+    max: U32_MAX,
+    doc: 'Milliseconds the Redis source reuses a looked-up user (or its absence) before asking Redis again. 0 = no cache.',
+  },
 ] as const satisfies readonly ConfigKeySpec[]
 
 type SchemaEntry = (typeof CONFIG_SCHEMA)[number]
@@ -187,7 +291,15 @@ type ValueOfSpec<S> = S extends { readonly type: 'integer' }
   ? number
   : S extends { readonly type: 'enum'; readonly values: readonly (infer V)[] }
     ? V
-    : string
+    : S extends { readonly type: 'boolean'; readonly default: boolean }
+      ? boolean
+      : S extends { readonly type: 'boolean' }
+        ? boolean | undefined
+        : S extends { readonly type: 'path' | 'url' }
+          ? string | undefined
+          : S extends { readonly type: 'module-list' }
+            ? string[]
+            : string
 
 /** The fully resolved configuration, snake_case keys (what `loadConfig` returns). */
 export type FbrokerConfig = {
@@ -237,14 +349,34 @@ export function describeType(spec: ConfigKeySpec): string {
       return 'string'
     case 'enum':
       return spec.values.map((v) => `"${v}"`).join(' | ')
+    case 'boolean':
+      return 'boolean'
+    case 'path':
+      return 'file path'
+    case 'url':
+      return `URL (${spec.protocols.map((p) => `${p}//`).join(', ')})`
+    case 'module-list':
+      return 'list of modules'
   }
+}
+
+/**
+ * The default of a key as documentation shows it: JSON for a literal
+ * default, the `defaultDoc` (or "none") for a key that is unset by default.
+ */
+export function defaultText(spec: ConfigKeySpec): { text: string; literal: boolean } {
+  if (spec.default === undefined) return { text: ('defaultDoc' in spec && spec.defaultDoc) || 'none', literal: false }
+  return { text: JSON.stringify(spec.default), literal: true }
 }
 
 /** One row per key, for generating documentation (the README table, `--help`). */
 export interface ConfigKeyRow {
   key: ConfigKey
   type: string
+  /** JSON of the default, or a description when `literalDefault` is false. */
   default: string
+  /** Whether `default` is a literal value (shown as code) rather than a description. */
+  literalDefault: boolean
   env: string
   flag?: string
   option: string
@@ -252,11 +384,13 @@ export interface ConfigKeyRow {
 }
 
 export function configKeyTable(): ConfigKeyRow[] {
-  return CONFIG_SCHEMA.map((spec) => {
+  return CONFIG_SCHEMA.map((spec: ConfigKeySpec) => {
+    const shown = defaultText(spec)
     const row: ConfigKeyRow = {
-      key: spec.key,
+      key: spec.key as ConfigKey,
       type: describeType(spec),
-      default: JSON.stringify(spec.default),
+      default: shown.text,
+      literalDefault: shown.literal,
       env: envVarName(spec.key),
       option: camelCaseKey(spec.key),
       doc: spec.doc,
@@ -269,7 +403,10 @@ export function configKeyTable(): ConfigKeyRow[] {
 // ---------------------------------------------------------------------------
 // Validation
 
-export type CheckResult<T = number | string> = { ok: true; value: T } | { ok: false; problem: string }
+/** A resolved setting's value. */
+export type ConfigValue = number | string | boolean | string[] | undefined
+
+export type CheckResult<T = ConfigValue> = { ok: true; value: T } | { ok: false; problem: string }
 
 function expectation(spec: ConfigKeySpec): string {
   switch (spec.type) {
@@ -284,6 +421,14 @@ function expectation(spec: ConfigKeySpec): string {
       return 'expected a non-empty string without whitespace'
     case 'enum':
       return `expected one of ${spec.values.map((v) => `"${v}"`).join(', ')}`
+    case 'boolean':
+      return 'expected true or false'
+    case 'path':
+      return 'expected a file path'
+    case 'url':
+      return `expected a ${spec.protocols.map((p) => `${p}//`).join(' or ')} URL`
+    case 'module-list':
+      return 'expected a list of module paths or package names'
   }
 }
 
@@ -300,12 +445,22 @@ function fail(spec: ConfigKeySpec, value: unknown, hint = ''): CheckResult<never
   return { ok: false, problem: `${expectation(spec)}, got ${showValue(value)}${hint}` }
 }
 
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/
+
+/** Whether a key may be left unset (its default is undefined): then null means "unset" too. */
+export function isOptional(spec: ConfigKeySpec): boolean {
+  return spec.default === undefined
+}
+
 /**
  * Validates a typed value (from a YAML/JSON file or `Broker` options): integers
- * must be numbers, strings must be strings. Enum values are matched without
- * regard to case and returned in their canonical (lower) case.
+ * must be numbers, strings must be strings, booleans booleans, lists lists.
+ * Enum values are matched without regard to case and returned in their
+ * canonical (lower) case. For a key that is unset by default, `null` means
+ * unset.
  */
 export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
+  if (value === null && isOptional(spec)) return { ok: true, value: undefined }
   switch (spec.type) {
     case 'integer': {
       if (typeof value !== 'number') {
@@ -329,25 +484,91 @@ export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
       if (canonical === undefined) return fail(spec, value)
       return { ok: true, value: canonical }
     }
+    case 'boolean': {
+      if (typeof value !== 'boolean') {
+        const hint = typeof value === 'string' && /^\s*(true|false)\s*$/i.test(value) ? ' (a string: remove the quotes)' : ''
+        return fail(spec, value, hint)
+      }
+      return { ok: true, value }
+    }
+    case 'path': {
+      if (typeof value !== 'string' || value.trim() === '' || CONTROL_CHARS.test(value)) return fail(spec, value)
+      return { ok: true, value }
+    }
+    case 'url': {
+      if (typeof value !== 'string' || value.length === 0 || /[\s\u0000-\u001f]/.test(value)) return fail(spec, value)
+      let url: URL
+      try {
+        url = new URL(value)
+      } catch {
+        return fail(spec, redactUrl(value))
+      }
+      if (!spec.protocols.includes(url.protocol)) return fail(spec, redactUrl(value))
+      return { ok: true, value }
+    }
+    case 'module-list': {
+      if (!Array.isArray(value)) {
+        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
+        return fail(spec, value, hint)
+      }
+      const out: string[] = []
+      for (const [i, entry] of value.entries()) {
+        if (typeof entry !== 'string' || entry.trim() === '' || CONTROL_CHARS.test(entry)) {
+          return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
+        }
+        out.push(entry)
+      }
+      return { ok: true, value: out }
+    }
+  }
+}
+
+/** A URL with its password (if any) replaced by `***`, for logs and errors. */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text)
+    if (url.password === '') return text
+    url.password = '***'
+    return url.toString()
+  } catch {
+    // Not parseable: hide anything between "//" and "@".
+    return text.replace(/\/\/[^/@]*@/, '//***@')
   }
 }
 
 /**
  * Parses and validates text (an environment variable or a command-line flag)
- * by the key's type: integers must be plain decimal digits.
+ * by the key's type: integers must be plain decimal digits, booleans `true`,
+ * `false`, `1` or `0` (any case), module lists are comma-separated.
  */
 export function parseText(spec: ConfigKeySpec, text: string): CheckResult {
-  if (spec.type === 'integer') {
-    const trimmed = text.trim()
-    if (!/^\d+$/.test(trimmed)) return fail(spec, text)
-    return checkValue(spec, Number(trimmed))
+  switch (spec.type) {
+    case 'integer': {
+      const trimmed = text.trim()
+      if (!/^\d+$/.test(trimmed)) return fail(spec, text)
+      return checkValue(spec, Number(trimmed))
+    }
+    case 'boolean': {
+      const word = text.trim().toLowerCase()
+      if (word === 'true' || word === '1') return { ok: true, value: true }
+      if (word === 'false' || word === '0') return { ok: true, value: false }
+      return { ok: false, problem: `expected true, false, 1 or 0, got ${showValue(text)}` }
+    }
+    case 'module-list': {
+      const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '')
+      return checkValue(spec, entries)
+    }
+    default:
+      return checkValue(spec, text.trim())
   }
-  return checkValue(spec, text.trim())
 }
 
-/** The defaults of every key. */
+/** The defaults of every key (keys that are unset by default are present, with undefined). */
 export function defaultConfig(): FbrokerConfig {
-  const out: Record<string, number | string> = {}
-  for (const spec of CONFIG_SCHEMA) out[spec.key] = spec.default
+  const out: Record<string, ConfigValue> = {}
+  for (const spec of CONFIG_SCHEMA as readonly ConfigKeySpec[]) {
+    const value = spec.default
+    out[spec.key] = typeof value === 'object' ? [...value] : value
+  }
   return out as FbrokerConfig
 }
