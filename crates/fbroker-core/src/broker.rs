@@ -139,6 +139,7 @@ impl Broker {
             publish_dropped: Stats::load(&s.publish_dropped),
             publish_denied: Stats::load(&s.publish_denied),
             events_dropped: Stats::load(&s.events_dropped),
+            events_delivered: Stats::load(&s.events_delivered),
             uptime_secs: s.started.elapsed().as_secs_f64(),
         }
     }

@@ -117,9 +117,11 @@ impl EventBus {
     /// Spawns the batching task on the current runtime.
     pub fn start(sink: Arc<dyn EventSink>, log_level: LogLevel, stats: Arc<Stats>) -> EventBus {
         let (tx, mut rx) = mpsc::channel::<BrokerEvent>(EVENT_QUEUE_CAPACITY);
+        let counters = stats.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(64);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                counters.events_delivered.fetch_add(batch.len() as u64, Relaxed);
                 sink.deliver(std::mem::take(&mut batch));
             }
         });

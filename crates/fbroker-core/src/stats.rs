@@ -17,6 +17,8 @@ pub struct Stats {
     /// Publishes refused by the ACL or a plugin (acknowledged, not routed).
     pub publish_denied: AtomicU64,
     pub events_dropped: AtomicU64,
+    /// Lifecycle and log events handed to the control plane.
+    pub events_delivered: AtomicU64,
 }
 
 impl Default for Stats {
@@ -31,6 +33,7 @@ impl Default for Stats {
             publish_dropped: AtomicU64::new(0),
             publish_denied: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
         }
     }
 }
@@ -49,6 +52,7 @@ pub struct StatsSnapshot {
     pub publish_dropped: u64,
     pub publish_denied: u64,
     pub events_dropped: u64,
+    pub events_delivered: u64,
     pub uptime_secs: f64,
 }
 

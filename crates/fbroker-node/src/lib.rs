@@ -158,6 +158,7 @@ pub struct NativeStats {
     pub publish_dropped: f64,
     pub publish_denied: f64,
     pub events_dropped: f64,
+    pub events_delivered: f64,
     pub uptime_secs: f64,
 }
 
@@ -514,6 +515,7 @@ impl NativeBroker {
             publish_dropped: s.publish_dropped as f64,
             publish_denied: s.publish_denied as f64,
             events_dropped: s.events_dropped as f64,
+            events_delivered: s.events_delivered as f64,
             uptime_secs: s.uptime_secs,
         }
     }

@@ -148,6 +148,9 @@ export interface Broker {
   emit<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): boolean
 }
 
+/** Bits of `NativeBroker.setEventInterest`, by event name. */
+const EVENT_INTEREST_BITS = { clientConnected: 1, clientDisconnected: 2, subscribed: 4, unsubscribed: 8 } as const
+
 const NATIVE_LOG_LEVELS: ReadonlySet<string> = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
 
 /** Copies `fields` without its undefined entries. */
@@ -335,6 +338,7 @@ export class Broker extends EventEmitter {
     }
     broker.#native = native
     broker.#listeners = native.listeners()
+    broker.#trackEventInterest()
     broker.#flushAnswers()
     logger.debug({ listeners: broker.#listeners }, 'broker started')
     return broker
@@ -555,6 +559,31 @@ export class Broker extends EventEmitter {
     if (this.#closing !== undefined) throw new Error('broker is closed')
     if (this.#native === undefined) throw new Error('broker is not started')
     return this.#native
+  }
+
+  /**
+   * Tells the engine which lifecycle events have listeners, and keeps it up
+   * to date as listeners come and go: the others are filtered in Rust, so a
+   * broker nobody observes spends no JavaScript per connection.
+   */
+  #trackEventInterest(): void {
+    let scheduled = false
+    const update = () => {
+      scheduled = false
+      if (this.#native === undefined || this.#closing !== undefined) return
+      let mask = 0
+      for (const [name, bit] of Object.entries(EVENT_INTEREST_BITS)) if (this.listenerCount(name) > 0) mask |= bit
+      this.#native.setEventInterest(mask)
+    }
+    const schedule = (name: string | symbol) => {
+      if (!(name in EVENT_INTEREST_BITS) || scheduled) return
+      scheduled = true
+      // After the listener change has taken effect (newListener fires before it).
+      queueMicrotask(update)
+    }
+    super.on('newListener', schedule)
+    super.on('removeListener', schedule)
+    update()
   }
 
   #dispatch(err: Error | null | NativeEvent[], events: NativeEvent[] | undefined): void {

@@ -160,6 +160,8 @@ export interface NativeStats {
   publishDenied: number
   /** lifecycle events dropped because the JS event queue was full */
   eventsDropped: number
+  /** lifecycle and log events handed to JS (kinds nobody listens to are never produced) */
+  eventsDelivered: number
   uptimeSecs: number
 }
 
@@ -178,6 +180,11 @@ export interface NativeBroker {
   /** True if a connected client had that id. Its will IS published (administrative disconnect). */
   disconnectClient(clientId: string): boolean
   stats(): NativeStats
+  /**
+   * Which lifecycle events to send, as a mask (clientConnected 1, clientDisconnected 2,
+   * subscribed 4, unsubscribed 8). Kinds left out are filtered in Rust and never built.
+   */
+  setEventInterest(mask: number): void
   /** Answers hook requests by id (late answers to timed-out requests are ignored). */
   resolveHooks(responses: NativeHookResponse[]): void
   /** Swaps in new password file / ACL contents (undefined = not configured) without dropping connections; throws on a parse error. */
