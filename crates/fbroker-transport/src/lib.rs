@@ -11,6 +11,28 @@
 //! [`Stream::flush_pending`]. The TLS and WebSocket layers are sans-IO
 //! state machines (rustls's `ServerConnection`, this crate's
 //! [`ws::FrameDecoder`]) run inline in those calls; there is no extra task.
+//!
+//! # Driving a stream
+//!
+//! Besides the caller's own write buffer, a TLS or WebSocket stream can
+//! hold output of its own: records or frames the socket did not take yet,
+//! pongs and close frames produced while reading, TLS handshake messages.
+//! So the loop that drives it:
+//!
+//! - after writing its buffer with `try_write` (until empty or
+//!   `WouldBlock`), calls `flush_pending()`;
+//! - waits for `writable()` while its buffer is non-empty **or**
+//!   `wants_write()`;
+//! - on `readable()`, calls `read_available` until `Drained`, `Closed` or
+//!   `Err(WouldBlock)` (a `More(0)` is normal: TLS or WebSocket overhead);
+//! - on `Closed`, handles the bytes already appended, then ends and calls
+//!   `shutdown()` (which sends the WebSocket close / TLS close_notify).
+//!
+//! `readable()` answers at once when bytes that arrived during setup are
+//! waiting (a CONNECT sent with the TLS handshake's last flight or right
+//! behind the WebSocket upgrade request), and after the peer closed.
+//! For plain TCP none of this costs anything: no layer, `flush_pending` is
+//! a no-op and `wants_write` is false.
 
 use std::io::{self, ErrorKind, IoSlice, Write};
 use std::mem::MaybeUninit;
@@ -197,7 +219,8 @@ impl std::fmt::Debug for Stream {
 }
 
 struct Layers {
-    tls: Option<ServerConnection>,
+    /// Boxed so that a plain WebSocket stream does not carry its room.
+    tls: Option<Box<ServerConnection>>,
     ws: Option<WsLayer>,
     /// Bytes above the TLS layer (input of the WebSocket layer, or
     /// application bytes) received during setup and not yet delivered.
@@ -261,7 +284,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 impl Layers {
-    fn new(tls: Option<ServerConnection>, carry: BytesMut) -> Box<Self> {
+    fn new(tls: Option<Box<ServerConnection>>, carry: BytesMut) -> Box<Self> {
         let pending_input = !carry.is_empty();
         Box::new(Layers { tls, ws: None, carry, pending_input, closed: false, identity: None })
     }
@@ -367,7 +390,7 @@ impl Layers {
         }
         match &mut self.tls {
             Some(conn) => conn.writer().write(data),
-            None => Ok(0),
+            None => unreachable!("try_write writes to the socket when there is no layer"),
         }
     }
 }
@@ -521,8 +544,10 @@ impl Stream {
     /// output buffer are full). Bytes taken but not yet written are held by
     /// the stream: see [`Stream::wants_write`].
     pub fn try_write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let Some(layers) = &mut self.layers else {
-            return self.tcp.try_write(data);
+        let layers = match &mut self.layers {
+            Some(layers) if layers.tls.is_some() || layers.ws.is_some() => layers,
+            // No layer (plain TCP, or a WebSocket listener before its upgrade).
+            _ => return self.tcp.try_write(data),
         };
         if data.is_empty() {
             return Ok(0);
@@ -688,12 +713,12 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, listener: &ListenerTranspo
         (Some(settings), true) => {
             let mut conn = ServerConnection::new(settings.server_config())?;
             conn.set_buffer_limit(Some(TLS_OUT_LIMIT));
-            let layers = Layers::new(Some(conn), BytesMut::new());
+            let layers = Layers::new(Some(Box::new(conn)), BytesMut::new());
             let mut stream = Stream::new(tcp, peer, kind, Some(layers));
             tls_handshake(&mut stream, &after_proxy).await?;
             stream
         }
-        _ if after_proxy.is_empty() && !kind.uses_websocket() => Stream::new(tcp, peer, kind, None),
+        _ if after_proxy.is_empty() => Stream::new(tcp, peer, kind, None),
         _ => Stream::new(tcp, peer, kind, Some(Layers::new(None, after_proxy))),
     };
     if let (Some(settings), true) = (&listener.ws, kind.uses_websocket()) {

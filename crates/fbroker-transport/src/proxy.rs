@@ -4,7 +4,8 @@
 //!
 //! [`parse`] is pure and incremental: it is handed everything received so
 //! far and says whether a whole header is there, how long it is, or that
-//! the bytes cannot be one. [`read_header`] drives it over the socket.
+//! the bytes cannot be one. `read_header` (used by `accept`) drives it over
+//! the socket.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

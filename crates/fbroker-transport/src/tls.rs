@@ -243,7 +243,7 @@ fn directory_string(tag: u8, bytes: &[u8]) -> Option<String> {
         0x14 => Some(bytes.iter().map(|&b| b as char).collect()),
         // BMPString: UTF-16BE.
         0x1E => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
@@ -251,7 +251,7 @@ fn directory_string(tag: u8, bytes: &[u8]) -> Option<String> {
         }
         // UniversalString: UTF-32BE.
         0x1C => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return None;
             }
             bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect()

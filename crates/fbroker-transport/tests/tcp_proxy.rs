@@ -132,7 +132,7 @@ async fn proxy_garbage_and_early_close_are_errors() {
     assert!(matches!(server.next().await, Err(AcceptError::Proxy(ProxyError::V1Malformed(_)))));
 
     let mut client = connect(server.addr).await;
-    client.write_all(&[b'P', b'R', b'O', b'X', b'Y', b' ']).await.unwrap();
+    client.write_all(b"PROXY ").await.unwrap();
     client.write_all(&[b'1'; 200]).await.unwrap();
     assert!(matches!(server.next().await, Err(AcceptError::Proxy(ProxyError::V1TooLong))));
 

@@ -74,7 +74,7 @@ async fn close_code<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_stream_split_across_frames_and_coalesced_in_one() {
     let mut server = server(ListenerTransport::ws(ws_settings(64 * 1024, &[]))).await;
     let tcp = connect(server.addr).await;
@@ -358,4 +358,21 @@ async fn non_upgrade_and_oversized_requests() {
     let tcp = connect(server.addr).await;
     drop(tcp);
     assert!(matches!(server.next().await, Err(AcceptError::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_bounded_when_the_client_does_not_read() {
+    let mut server = server(ListenerTransport::ws(ws_settings(0, &[]))).await;
+    let (client, accepted) = tokio::join!(ws_client(connect(server.addr).await, request("/mqtt", Some("mqtt"), None)), server.next());
+    let mut client = client.unwrap();
+    let mut stream = accepted.unwrap();
+    let data = payload(64 * 1024);
+    let taken = fill_until_blocked(&mut stream, &data, 64 << 20);
+    assert!(stream.wants_write(), "the refused write leaves frames buffered");
+    let (flushed, got) = tokio::join!(stream.write_all(&[]), read_binary(&mut client, taken));
+    flushed.unwrap();
+    assert_eq!(got.len(), taken);
+    for (i, chunk) in got.chunks(data.len()).enumerate() {
+        assert!(chunk == &data[..chunk.len()], "chunk {i} differs");
+    }
 }

@@ -288,3 +288,20 @@ pub fn payload(len: usize) -> Vec<u8> {
 pub async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.unwrap()
 }
+
+/// Writes through `try_write` without waiting until the stream refuses
+/// (the socket and the stream's bounded buffer are full); returns what it
+/// took. Panics if that takes more than `limit` bytes.
+pub fn fill_until_blocked(stream: &mut Stream, data: &[u8], limit: usize) -> usize {
+    let mut taken = 0;
+    loop {
+        let at = taken % data.len();
+        match stream.try_write(&data[at..]) {
+            Ok(0) => panic!("try_write returned 0"),
+            Ok(n) => taken += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return taken,
+            Err(e) => panic!("try_write failed: {e}"),
+        }
+        assert!(taken <= limit, "no backpressure after {taken} bytes");
+    }
+}
