@@ -309,11 +309,10 @@ impl Connection {
             }
             let want_write = !self.write_buf.is_empty();
             let mut readable = false;
-            let mut woken = false;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
-                _ = self.control.woken() => woken = true,
+                _ = self.control.woken() => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
                         return DisconnectReason::SocketError;
@@ -329,12 +328,6 @@ impl Connection {
                     self.state.events.log(LogLevel::Debug, Some(&self.client_id), || "keep-alive timeout".into());
                     return DisconnectReason::KeepAliveTimeout;
                 }
-            }
-            if woken && !want_write {
-                // New messages for this client. Let the other tasks that are
-                // ready in this scheduler pass (typically more publishers)
-                // run first, so their messages leave in the same write.
-                tokio::task::yield_now().await;
             }
             // Handled outside the select so that a plugin hook awaited while
             // handling does not hold the other branches' futures.
