@@ -2,13 +2,15 @@
 // Benchmark runner: compares fbroker with peer MQTT brokers in the same run.
 //
 //   node bench/run.mjs [--quick|--full] [--brokers fbroker,mosquitto,aedes,rumqttd]
-//                      [--scenarios fanin,fanout,roundtrip,idle,connrate] [--no-pin]
+//                      [--scenarios fanin,fanout,roundtrip,idle,connrate,crosscheck] [--no-pin]
 //                      [--wait-quiet SECS]  (before each run, wait up to SECS for other load < 0.3 cores)
 //
 // For each scenario and each broker: start the broker on a free loopback port
 // (pinned to core 0), run bench/loadgen (pinned to core 1), sample the
 // broker's CPU time and RSS from /proc, stop the broker. Prints one Markdown
 // table per scenario variant and writes bench/results/<date>[-quick].{md,json,png}.
+// The crosscheck scenario drives the brokers with a third-party tool
+// (mqtt-benchmark, Go) instead of bench/loadgen.
 // Node built-ins only. See bench/README.md for the method.
 
 import { spawn, spawnSync } from 'node:child_process'
@@ -26,7 +28,9 @@ const LOADGEN = path.join(BENCH, 'loadgen', 'target', 'release', 'fbroker-loadge
 const PEERS = path.join(BENCH, 'peers')
 const HOST = '127.0.0.1'
 const ALL_BROKERS = ['fbroker', 'mosquitto', 'aedes', 'rumqttd']
-const ALL_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate']
+const ALL_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate', 'crosscheck']
+// Third-party load tool for the crosscheck scenario (bench/setup.sh installs it).
+const MQTT_BENCHMARK = path.join(PEERS, 'go', 'bin', 'mqtt-benchmark')
 
 // ---------------------------------------------------------------- options
 
@@ -112,6 +116,16 @@ const METRICS = {
     ['KB/conn', 'down', (r) => (r.rssHoldKb != null && r.rssBaseKb != null && r.lg.connected ? (r.rssHoldKb - r.rssBaseKb) / r.lg.connected : null), true],
     ['CPU µs/conn', 'down', (r) => cpuPer(r, 'connect', r.lg.connected), false],
   ],
+  // mqtt-benchmark's own figures (see bench/README.md, "crosscheck"): closed
+  // loop, one message in flight per client, publish → token completion.
+  crosscheck: (v) => [
+    ['msg/s (tool total)', 'up', (r) => r.lg.total_msgs_per_sec, v.qos === 1],
+    ['mean µs', 'down', (r) => us(r.lg.msg_time_mean_avg), v.qos === 1],
+    ['max µs', 'down', (r) => us(r.lg.msg_time_max), false],
+    ['ok %', 'up', (r) => (r.lg.ratio == null ? null : r.lg.ratio * 100), false],
+    ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', r.lg.successes), true],
+    ['tool CPU (cores)', 'text', (r) => (r.lg.loadgen_cpu_util == null ? null : r.lg.loadgen_cpu_util.toFixed(2)), false],
+  ],
   connrate: (v) =>
     v.rates.flatMap((rate, k) => [
       [`conn/s @${kfmt(rate)}`, 'up', (r) => r.lg.steps?.[k]?.achieved_rate, false],
@@ -122,6 +136,14 @@ const METRICS = {
 
 function variant(scenario, title, args, extra = {}) {
   return { scenario, title, args, kind: args[0], ...extra }
+}
+
+/** A crosscheck variant: mqtt-benchmark, `clients` publishers × `count` messages each. */
+function crosscheck(qos, clients, count) {
+  const total = (clients * count).toLocaleString('en-US')
+  return variant('crosscheck', `crosscheck: third-party mqtt-benchmark v0.2.0, ${clients} clients × ${count.toLocaleString('en-US')} messages (${total}), QoS ${qos}, 16 B, as fast as each client's acks allow`,
+    ['--clients', String(clients), '--count', String(count), '--qos', String(qos), '--size', '16', '--message-interval', '0', '--wait', '10000', '--topic', 'bench/crosscheck', '--client-prefix', 'mqb', '--format', 'json', '--quiet'],
+    { kind: 'crosscheck', tool: 'mqtt-benchmark', qos, messages: clients * count })
 }
 
 function plan(profile) {
@@ -139,6 +161,8 @@ function plan(profile) {
       ['idle', '--connections', '2000', '--hold-secs', '2', '--source-addrs', '16']))
     v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 2 s each (CONNECT→CONNACK, then DISCONNECT)',
       ['connrate', '--rates', '1000,5000', '--duration-secs', '2', '--source-addrs', '32'], { rates: [1000, 5000] }))
+    v.push(crosscheck(1, 10, 2000))
+    v.push(crosscheck(0, 10, 10000))
   } else {
     v.push(variant('fanin', 'fanin: 10 publishers → 1 subscriber (bench/+/x), QoS 0, 256 B, rate sweep',
       ['fanin-sweep', '--publishers', '10', '--payload', '256', '--rates', '20k,40k,80k,160k,320k,640k,1280k,2560k', '--duration-secs', '5', '--drain-max-secs', '3'],
@@ -156,12 +180,17 @@ function plan(profile) {
       ['idle', '--connections', '10000', '--hold-secs', '10', '--source-addrs', '16']))
     v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 5 s each (CONNECT→CONNACK, then DISCONNECT)',
       ['connrate', '--rates', '1000,5000', '--duration-secs', '5', '--source-addrs', '32'], { rates: [1000, 5000] }))
+    v.push(crosscheck(1, 10, 20000))
+    v.push(crosscheck(0, 10, 100000))
   }
   return v.filter((x) => scenarios.includes(x.scenario))
 }
 
 function step0(r) {
   return r.lg.steps?.[0]
+}
+function us(ms) {
+  return ms == null ? null : ms * 1000
 }
 function mb(kb) {
   return kb == null ? null : kb / 1024
@@ -190,7 +219,7 @@ function locate(name) {
       const rev = sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])
       const dirty = sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
       return {
-        version: `fbroker ${pkg.version} (git ${rev ?? '?'}${dirty ? ', with uncommitted changes' : ''}), node ${process.version}`,
+        version: `fbroker ${pkg.version} (git ${rev ?? '?'}${dirty ? ', with uncommitted changes' : ''}), node ${process.version}; addon ${ADDON_AT_START ?? '?'}`,
         cmd: (port, tmp) => {
           const cfg = path.join(tmp, 'fbroker.json')
           fs.writeFileSync(cfg, JSON.stringify({ max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0 }, null, 2) + '\n')
@@ -276,6 +305,20 @@ function locate(name) {
   }
   return { missing: 'unknown broker' }
 }
+
+/** Identifies the fbroker native addon on disk (name, size, mtime), to notice a rebuild mid-run. */
+function addonStamp() {
+  const dir = path.join(ROOT, 'packages', 'binding')
+  try {
+    return fs.readdirSync(dir).filter((f) => f.endsWith('.node')).map((f) => {
+      const st = fs.statSync(path.join(dir, f))
+      return `${f} ${st.size} B, built ${st.mtime.toISOString().slice(0, 19).replace('T', ' ')} UTC`
+    }).join('; ') || null
+  } catch {
+    return null
+  }
+}
+const ADDON_AT_START = addonStamp()
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -402,6 +445,51 @@ function runLoadgen(args, port, onMark, limitMs) {
   })
 }
 
+/**
+ * Runs mqtt-benchmark (pinned like the load generator) against the broker and
+ * returns its JSON totals in the shape runOne expects from the load generator.
+ * The whole run is one "step"; the tool's CPU time comes from the wrapping
+ * shell's `times` (children's user + system time).
+ */
+function runMqttBenchmark(v, port, onMark) {
+  const argv = [path.relative(ROOT, MQTT_BENCHMARK), ...v.args, '--broker', `tcp://${HOST}:${port}`]
+  const pin = PIN ? ['taskset', '-c', '1'] : []
+  // At least 1,000 msg/s, or it is killed (with its process group).
+  const limitMs = 60_000 + v.messages
+  return new Promise((resolve) => {
+    onMark('step0:begin')
+    const t0 = process.hrtime.bigint()
+    const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; "$@"; rc=$?; times >&2; exit $rc', 'sh', ...pin, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    let killed = false
+    const timer = setTimeout(() => {
+      killed = true
+      try { process.kill(-child.pid, 'SIGKILL') } catch {}
+    }, limitMs)
+    child.on('close', (code, sig) => {
+      clearTimeout(timer)
+      onMark('step0:end')
+      const wall = Number(process.hrtime.bigint() - t0) / 1e9
+      const cpuLine = [...err.matchAll(/(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s/g)].pop()
+      const cpu = cpuLine ? Number(cpuLine[1]) * 60 + Number(cpuLine[2]) + Number(cpuLine[3]) * 60 + Number(cpuLine[4]) : null
+      const logLines = err.split('\n').filter((l) => l.trim() && !/^\d+m[\d.]+s\s+\d+m[\d.]+s$/.test(l.trim()))
+      let json = null
+      try {
+        const parsed = JSON.parse(out)
+        json = { scenario: 'crosscheck', tool: 'mqtt-benchmark', ...parsed.totals, runs: parsed.runs, loadgen_cpu_secs: cpu, loadgen_cpu_util: cpu == null ? null : cpu / wall, wall_secs: wall }
+        if (logLines.length) json.last_error = `${logLines.length} log line(s), last: ${logLines[logLines.length - 1]}`
+        if (parsed.totals?.failures > 0) json.last_error = [json.last_error, `${parsed.totals.failures} publish(es) failed`].filter(Boolean).join('; ')
+      } catch {
+        if (killed) json = { error: `mqtt-benchmark killed after ${limitMs / 1000} s` }
+      }
+      resolve({ code, sig, json, stderr: logLines.join('\n'), cmdline: (PIN ? 'taskset -c 1 ' : '') + argv.join(' ') })
+    })
+  })
+}
+
 /** Upper bound on a loadgen run's wall time, from its arguments. */
 function limitFor(args) {
   const get = (k, d) => {
@@ -468,7 +556,7 @@ async function runOne(name, info, v) {
     const s = procSample(b.pid)
     if (s) rssHoldKb = Math.max(rssHoldKb ?? 0, s.rssKb)
   }, 250)
-  const lg = await runLoadgen(v.args, b.port, onMark, limitFor(v.args))
+  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark) : await runLoadgen(v.args, b.port, onMark, limitFor(v.args))
   clearInterval(poll)
   const end = procSample(b.pid)
   // CPU used by everything else on the machine meanwhile (other users' builds
@@ -508,8 +596,9 @@ async function runOne(name, info, v) {
   const warnings = []
   if (lg.json?.last_error) warnings.push(lg.json.last_error)
   const utils = [lg.json?.loadgen_cpu_util, ...(lg.json?.steps ?? []).map((x) => x.loadgen_cpu_util)].filter((x) => typeof x === 'number')
+  if (name === 'fbroker' && addonStamp() !== ADDON_AT_START) warnings.push(`native addon rebuilt since the run started (now ${addonStamp()}): this row measures a different build than earlier fbroker rows`)
   if (otherCores != null && otherCores >= 0.25) warnings.push(`other processes used ${otherCores.toFixed(2)} cores during this run: figures disturbed`)
-  if (utils.some((u) => u >= 0.9)) warnings.push(`load generator near CPU saturation (max util ${Math.max(...utils).toFixed(2)}): figures may be generator-bound`)
+  if (utils.some((u) => u >= 0.9)) warnings.push(`${v.tool ?? 'load generator'} near CPU saturation (max util ${Math.max(...utils).toFixed(2)}): figures may be generator-bound`)
   if (warnings.length) r.warning = warnings.join('; ')
   return r
 }
@@ -592,7 +681,7 @@ function oneLine(s) {
   return String(s).replace(/\s+/g, ' ').replace(/\|/g, '/').slice(0, 160)
 }
 function shortTitle(v) {
-  return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
+  return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' || v.kind === 'crosscheck' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
 }
 
 // ---------------------------------------------------------------- chart
@@ -685,6 +774,8 @@ async function main() {
   for (const [n, i] of Object.entries(infos)) {
     process.stderr.write(i.missing ? `MISSING ${n}: ${i.missing}\n` : `found   ${n}: ${i.version}\n`)
   }
+  const toolVersion = fs.existsSync(MQTT_BENCHMARK) ? `mqtt-benchmark ${(fs.existsSync(MQTT_BENCHMARK + '.version') ? fs.readFileSync(MQTT_BENCHMARK + '.version', 'utf8').trim() : 'version unknown')}` : null
+  if (scenarios.includes('crosscheck')) process.stderr.write(toolVersion ? `found   ${toolVersion}\n` : `MISSING mqtt-benchmark: ${path.relative(ROOT, MQTT_BENCHMARK)} (bench/setup.sh)\n`)
   if (!PIN) process.stderr.write('note: CPU pinning off (--no-pin, fewer than 2 cores, or no taskset)\n')
 
   const variants = plan(PROFILE)
@@ -692,8 +783,14 @@ async function main() {
   for (const v of variants) {
     process.stderr.write(`\n== ${v.title}\n`)
     const rows = []
+    const toolMissing = v.tool === 'mqtt-benchmark' && !fs.existsSync(MQTT_BENCHMARK)
+    if (toolMissing) process.stderr.write(`   MISSING ${path.relative(ROOT, MQTT_BENCHMARK)} (bench/setup.sh installs it): scenario skipped\n`)
     for (const n of brokers) {
       const info = infos[n]
+      if (toolMissing) {
+        rows.push({ broker: n, missing: `load tool ${path.relative(ROOT, MQTT_BENCHMARK)} not installed (bench/setup.sh)` })
+        continue
+      }
       if (info.missing) {
         rows.push({ broker: n, missing: info.missing })
         continue
@@ -751,6 +848,7 @@ async function main() {
     const i = infos[n]
     md += i.missing ? `- **${n}**: MISSING — ${i.missing}\n` : `- **${n}**: ${i.version}. ${i.config}\n`
   }
+  if (scenarios.includes('crosscheck')) md += `- **crosscheck load tool**: ${toolVersion ? `${toolVersion} (github.com/krylovsk/mqtt-benchmark, Go, Eclipse Paho client)` : 'MISSING (bench/setup.sh)'}\n`
   const shown = new Set()
   for (const { rows } of results) {
     for (const r of rows) {

@@ -5,6 +5,7 @@
 #
 #   bash bench/setup.sh            # everything (rumqttd compiles for minutes)
 #   SKIP_RUMQTTD=1 bash bench/setup.sh
+#                                                # of its v0.2.0 tag if `go install` cannot
 #
 # Idempotent: what is already there is only checked.
 set -u
@@ -26,8 +27,7 @@ apt_install() {
 }
 
 # --- load generator --------------------------------------------------------
-echo "== building bench/loadgen (release)"
-if cargo build --release --manifest-path $BENCH/loadgen/Cargo.toml; then
+if cargo build --release --quiet --manifest-path $BENCH/loadgen/Cargo.toml; then
   STATUS[loadgen]="ok: $BENCH/loadgen/target/release/fbroker-loadgen"
 else
   STATUS[loadgen]="FAILED to build"
@@ -99,11 +99,34 @@ else
   fi
 fi
 
+# --- mqtt-benchmark (Go, third party: the crosscheck scenario) -----------------------
+# github.com/krylovsk/mqtt-benchmark v0.2.0, installed with `go install` into
+# bench/peers/go/bin. Where the module proxy does not serve it, it is MISSING.
+MQB_VERSION=v0.2.0
+GO_DIR=$PEERS/go
+MQB=$GO_DIR/bin/mqtt-benchmark
+if [ -x $MQB ]; then
+  STATUS[mqtt-benchmark]="ok: $MQB, $(cat $GO_DIR/bin/mqtt-benchmark.version 2>/dev/null || echo "version unknown")"
+elif ! command -v go >/dev/null; then
+  STATUS[mqtt-benchmark]="MISSING: no go toolchain (crosscheck scenario is skipped)"
+else
+  echo "== go install github.com/krylovsk/mqtt-benchmark@$MQB_VERSION"
+  mkdir -p $GO_DIR/bin
+  gobin=$(cd $GO_DIR/bin && pwd)
+  export GOPATH="$(cd $GO_DIR && pwd)/path" GOFLAGS=-modcacherw
+  if GOBIN=$gobin go install github.com/krylovsk/mqtt-benchmark@$MQB_VERSION >$GO_DIR/install.log 2>&1 && [ -x $MQB ]; then
+    echo "$MQB_VERSION, go install" >$GO_DIR/bin/mqtt-benchmark.version
+    STATUS[mqtt-benchmark]="ok: $MQB, $MQB_VERSION, go install"
+  else
+    STATUS[mqtt-benchmark]="MISSING: go install github.com/krylovsk/mqtt-benchmark@$MQB_VERSION failed (see $GO_DIR/install.log)"
+  fi
+fi
+
 echo
 echo "== setup summary"
 rc=0
-for k in loadgen fbroker mosquitto aedes rumqttd rsvg-convert; do
-  printf '  %-13s %s\n' "$k" "${STATUS[$k]}"
+for k in loadgen fbroker mosquitto aedes rumqttd mqtt-benchmark rsvg-convert; do
+  printf '  %-15s %s\n' "$k" "${STATUS[$k]}"
 done
 case "${STATUS[loadgen]}" in ok*) ;; *) rc=1 ;; esac
 case "${STATUS[fbroker]}" in ok*) ;; *) rc=1 ;; esac
