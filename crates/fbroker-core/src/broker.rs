@@ -120,6 +120,11 @@ impl Broker {
         self.state.events.set_interest(mask);
     }
 
+    /// Topic filters for the per-message events; empty = every topic.
+    pub fn set_message_event_filters(&self, filters: Vec<String>) {
+        self.state.events.set_message_filters(filters);
+    }
+
     /// The control plane's answer to hook request `id`.
     pub fn resolve_hook(&self, id: u64, response: HookResponse) -> bool {
         self.state.hooks.as_ref().is_some_and(|h| h.resolve(id, response))

@@ -79,6 +79,33 @@ pub enum BrokerEvent {
     Panic {
         message: String,
     },
+    /// A client's PUBLISH was accepted for routing (opt-in, topic-filtered).
+    Published {
+        client_id: String,
+        topic: String,
+        payload: bytes::Bytes,
+        qos: u8,
+        retain: bool,
+    },
+    /// A PUBLISH was written to a subscriber (opt-in, topic-filtered).
+    Delivered {
+        client_id: String,
+        topic: String,
+        qos: u8,
+        packet_id: u16,
+    },
+    /// A subscriber completed a QoS 1 or 2 delivery (opt-in, topic-filtered).
+    Acked {
+        client_id: String,
+        topic: String,
+        qos: u8,
+        packet_id: u16,
+    },
+    /// A connection was closed for a protocol violation.
+    ClientError {
+        client_id: Option<String>,
+        message: String,
+    },
 }
 
 /// The receiver of event batches (the N-API binding in production, a
@@ -99,10 +126,18 @@ pub enum EventKind {
     ClientDisconnected = 2,
     Subscribed = 4,
     Unsubscribed = 8,
+    /// Per-message kinds: off unless the control plane asks, and then only
+    /// for topics matching its filters.
+    Published = 16,
+    Delivered = 32,
+    Acked = 64,
+    ClientError = 128,
 }
 
 impl EventKind {
-    pub const ALL: u32 = 1 | 2 | 4 | 8;
+    /// The default: lifecycle events on, per-message events off.
+    pub const ALL: u32 = 1 | 2 | 4 | 8 | 128;
+    const PER_MESSAGE: u32 = 16 | 32 | 64;
 }
 
 #[derive(Clone)]
@@ -111,6 +146,8 @@ pub struct EventBus {
     log_level: LogLevel,
     stats: Arc<Stats>,
     interest: Arc<AtomicU32>,
+    /// Topic filters for the per-message kinds; empty = every topic.
+    message_filters: Arc<parking_lot::RwLock<Vec<String>>>,
 }
 
 impl EventBus {
@@ -125,7 +162,30 @@ impl EventBus {
                 sink.deliver(std::mem::take(&mut batch));
             }
         });
-        EventBus { tx, log_level, stats, interest: Arc::new(AtomicU32::new(EventKind::ALL)) }
+        EventBus {
+            tx,
+            log_level,
+            stats,
+            interest: Arc::new(AtomicU32::new(EventKind::ALL)),
+            message_filters: Arc::new(parking_lot::RwLock::new(Vec::new())),
+        }
+    }
+
+    /// Topic filters that per-message events (published, delivered, acked)
+    /// are limited to; an empty list means every topic.
+    pub fn set_message_filters(&self, filters: Vec<String>) {
+        *self.message_filters.write() = filters;
+    }
+
+    /// Whether a per-message event of `kind` is wanted for `topic`. The
+    /// common case (no per-message kind enabled) is one relaxed load.
+    pub fn wants_message(&self, kind: EventKind, topic: &str) -> bool {
+        let interest = self.interest.load(Relaxed);
+        if interest & EventKind::PER_MESSAGE == 0 || interest & kind as u32 == 0 {
+            return false;
+        }
+        let filters = self.message_filters.read();
+        filters.is_empty() || filters.iter().any(|f| crate::topic::matches(f, topic))
     }
 
     /// Sets which lifecycle kinds are wanted (a bit mask of [`EventKind`]).

@@ -143,6 +143,14 @@ pub struct NativeEvent {
     pub topics: Option<Vec<String>>,
     pub level: Option<String>,
     pub message: Option<String>,
+    /// published / delivered / acked
+    pub topic: Option<String>,
+    /// published
+    pub payload: Option<Buffer>,
+    pub qos: Option<u32>,
+    pub retain: Option<bool>,
+    /// delivered / acked (0 for QoS 0)
+    pub packet_id: Option<u32>,
 }
 
 #[napi(object)]
@@ -356,6 +364,34 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             ..Default::default()
         },
         BrokerEvent::Panic { message } => NativeEvent { kind: "panic".into(), message: Some(message), ..Default::default() },
+        BrokerEvent::Published { client_id, topic, payload, qos, retain } => NativeEvent {
+            kind: "published".into(),
+            client_id: Some(client_id),
+            topic: Some(topic),
+            payload: Some(Buffer::from(payload.to_vec())),
+            qos: Some(qos as u32),
+            retain: Some(retain),
+            ..Default::default()
+        },
+        BrokerEvent::Delivered { client_id, topic, qos, packet_id } => NativeEvent {
+            kind: "delivered".into(),
+            client_id: Some(client_id),
+            topic: Some(topic),
+            qos: Some(qos as u32),
+            packet_id: Some(packet_id as u32),
+            ..Default::default()
+        },
+        BrokerEvent::Acked { client_id, topic, qos, packet_id } => NativeEvent {
+            kind: "acked".into(),
+            client_id: Some(client_id),
+            topic: Some(topic),
+            qos: Some(qos as u32),
+            packet_id: Some(packet_id as u32),
+            ..Default::default()
+        },
+        BrokerEvent::ClientError { client_id, message } => {
+            NativeEvent { kind: "clientError".into(), client_id, message: Some(message), ..Default::default() }
+        }
     }
 }
 
@@ -449,12 +485,20 @@ impl NativeBroker {
         Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink }))
     }
 
-    /// Which lifecycle events to send: a mask of clientConnected = 1,
-    /// clientDisconnected = 2, subscribed = 4, unsubscribed = 8. Kinds left
-    /// out are filtered in Rust and never built.
+    /// Which events to send: a mask of clientConnected = 1,
+    /// clientDisconnected = 2, subscribed = 4, unsubscribed = 8, and the
+    /// per-message kinds published = 16, delivered = 32, acked = 64, plus
+    /// clientError = 128. Kinds left out are filtered in Rust and never built.
     #[napi(catch_unwind)]
     pub fn set_event_interest(&self, mask: u32) {
         self.inner.set_event_interest(mask);
+    }
+
+    /// Limits the per-message events to topics matching these filters
+    /// (empty = every topic); matching happens in Rust.
+    #[napi(catch_unwind)]
+    pub fn set_message_event_filters(&self, filters: Vec<String>) {
+        self.inner.set_message_event_filters(filters);
     }
 
     /// Answers to hook requests, by id; unknown (timed-out) ids are ignored.

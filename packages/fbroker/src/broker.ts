@@ -87,11 +87,43 @@ export interface UnsubscribedEvent {
 }
 
 /** Event name → listener arguments. */
+/** A client's PUBLISH accepted for routing (opt-in: only while listened to; see `setMessageEventFilters`). */
+export interface PublishedEvent {
+  clientId: string
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+}
+
+/** A PUBLISH written to a subscriber (`delivered`), or a QoS 1/2 delivery the subscriber completed (`acked`). */
+export interface DeliveryEvent {
+  /** The subscriber. */
+  clientId: string
+  topic: string
+  qos: 0 | 1 | 2
+  /** 0 for QoS 0. */
+  packetId: number
+}
+
+/** A connection closed for a protocol violation (malformed packet, invalid topic, second CONNECT…). */
+export interface ClientErrorEvent {
+  clientId?: string
+  message: string
+}
+
 export interface BrokerEvents {
   clientConnected: [event: ClientConnectedEvent]
   clientDisconnected: [event: ClientDisconnectedEvent]
   subscribed: [event: SubscribedEvent]
   unsubscribed: [event: UnsubscribedEvent]
+  /** Per message, opt-in: produced in Rust only while a listener is attached, batched, topic-filtered in Rust. */
+  published: [event: PublishedEvent]
+  /** Per delivery, opt-in like `published`. */
+  delivered: [event: DeliveryEvent]
+  /** Per completed QoS 1/2 delivery, opt-in like `published`. */
+  acked: [event: DeliveryEvent]
+  clientError: [event: ClientErrorEvent]
   /** Emitted only while something listens: a panic inside the native core (it is always logged too). */
   error: [error: Error]
 }
@@ -149,7 +181,16 @@ export interface Broker {
 }
 
 /** Bits of `NativeBroker.setEventInterest`, by event name. */
-const EVENT_INTEREST_BITS = { clientConnected: 1, clientDisconnected: 2, subscribed: 4, unsubscribed: 8 } as const
+const EVENT_INTEREST_BITS = {
+  clientConnected: 1,
+  clientDisconnected: 2,
+  subscribed: 4,
+  unsubscribed: 8,
+  published: 16,
+  delivered: 32,
+  acked: 64,
+  clientError: 128,
+} as const
 
 const NATIVE_LOG_LEVELS: ReadonlySet<string> = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
 
@@ -562,6 +603,15 @@ export class Broker extends EventEmitter {
   }
 
   /**
+   * Limits the per-message events (`published`, `delivered`, `acked`) to
+   * topics matching these MQTT filters; an empty list (the default) means
+   * every topic. The matching happens in Rust, before anything crosses.
+   */
+  setMessageEventFilters(filters: readonly string[]): void {
+    this.#running().setMessageEventFilters([...filters])
+  }
+
+  /**
    * Tells the engine which lifecycle events have listeners, and keeps it up
    * to date as listeners come and go: the others are filtered in Rust, so a
    * broker nobody observes spends no JavaScript per connection.
@@ -649,6 +699,27 @@ export class Broker extends EventEmitter {
         return
       case 'unsubscribed':
         this.emit('unsubscribed', defined({ clientId: event.clientId!, topics: event.topics ?? [] }))
+        return
+      case 'published':
+        this.emit('published', {
+          clientId: event.clientId!,
+          topic: event.topic!,
+          payload: event.payload ?? Buffer.alloc(0),
+          qos: event.qos as 0 | 1 | 2,
+          retain: event.retain === true,
+        })
+        return
+      case 'delivered':
+      case 'acked':
+        this.emit(event.kind, {
+          clientId: event.clientId!,
+          topic: event.topic!,
+          qos: event.qos as 0 | 1 | 2,
+          packetId: event.packetId ?? 0,
+        })
+        return
+      case 'clientError':
+        this.emit('clientError', defined({ clientId: event.clientId, message: event.message ?? '' }))
         return
       default:
         this.#logger.debug({ kind: (event as { kind: unknown }).kind }, 'ignoring unknown native event')

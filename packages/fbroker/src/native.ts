@@ -123,7 +123,17 @@ export type NativeDisconnectReason =
   | 'connectTimeout'
 
 export interface NativeEvent {
-  kind: 'clientConnected' | 'clientDisconnected' | 'subscribed' | 'unsubscribed' | 'log' | 'panic'
+  kind:
+    | 'clientConnected'
+    | 'clientDisconnected'
+    | 'subscribed'
+    | 'unsubscribed'
+    | 'published'
+    | 'delivered'
+    | 'acked'
+    | 'clientError'
+    | 'log'
+    | 'panic'
   clientId?: string
   /** "ip:port" */
   address?: string
@@ -141,8 +151,18 @@ export interface NativeEvent {
   topics?: string[]
   /** log: trace|debug|info|warn|error */
   level?: string
-  /** log / panic */
+  /** log / panic / clientError */
   message?: string
+  /** published / delivered / acked */
+  topic?: string
+  /** published */
+  payload?: Buffer
+  /** published / delivered / acked */
+  qos?: number
+  /** published */
+  retain?: boolean
+  /** delivered / acked (0 for QoS 0) */
+  packetId?: number
 }
 
 export interface NativeStats {
@@ -185,6 +205,8 @@ export interface NativeBroker {
    * subscribed 4, unsubscribed 8). Kinds left out are filtered in Rust and never built.
    */
   setEventInterest(mask: number): void
+  /** Limits published / delivered / acked events to these topic filters (empty = every topic); matched in Rust. */
+  setMessageEventFilters(filters: string[]): void
   /** Answers hook requests by id (late answers to timed-out requests are ignored). */
   resolveHooks(responses: NativeHookResponse[]): void
   /** Swaps in new password file / ACL contents (undefined = not configured) without dropping connections; throws on a parse error. */

@@ -18,7 +18,8 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, publish_allowed),
             Packet::PubAck(ack) => {
-                self.session.state.lock().inflight.puback(ack.packet_id);
+                let done = self.session.state.lock().inflight.puback(ack.packet_id);
+                self.report_acked(done);
                 Flow::Continue
             }
             Packet::PubRec(ack) => {
@@ -29,7 +30,8 @@ impl Connection {
                 Flow::Continue
             }
             Packet::PubComp(ack) => {
-                self.session.state.lock().inflight.pubcomp(ack.packet_id);
+                let done = self.session.state.lock().inflight.pubcomp(ack.packet_id);
+                self.report_acked(done);
                 Flow::Continue
             }
             Packet::PubRel(ack) => {
@@ -48,22 +50,15 @@ impl Connection {
                 self.will = None;
                 Flow::Close(DisconnectReason::Normal)
             }
-            Packet::Connect(_) => {
-                self.state.events.log(LogLevel::Debug, Some(&self.client_id), || "second CONNECT".into());
-                Flow::Close(DisconnectReason::ProtocolError)
-            }
-            other => {
-                self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("unexpected packet from client: {other:?}"));
-                Flow::Close(DisconnectReason::ProtocolError)
-            }
+            Packet::Connect(_) => self.protocol_error("second CONNECT".into()),
+            other => self.protocol_error(format!("unexpected packet from client: {other:?}")),
         }
     }
 
     fn on_publish(&mut self, publish: Publish, allowed_by_plugins: bool) -> Flow {
         let config = &self.state.config;
         if let Err(e) = validate_topic_name(publish.topic.as_str(), config.max_topic_levels, config.max_topic_length) {
-            self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("invalid topic name: {e}"));
-            return Flow::Close(DisconnectReason::ProtocolError);
+            return self.protocol_error(format!("invalid topic name: {e}"));
         }
         self.received += 1;
         // A refused publish is still acknowledged, as MQTT 3.1.1 allows, and
@@ -74,6 +69,15 @@ impl Connection {
         if !deliver {
             self.state.stats.publish_denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("publish to {} denied", publish.topic));
+        }
+        if deliver && self.state.events.wants_message(EventKind::Published, publish.topic.as_str()) {
+            self.state.events.emit(BrokerEvent::Published {
+                client_id: self.client_id.clone(),
+                topic: publish.topic.to_string(),
+                payload: publish.payload.clone(),
+                qos: publish.qos as u8,
+                retain: publish.retain,
+            });
         }
         match publish.qos {
             QoS::AtMostOnce => {
@@ -158,6 +162,27 @@ impl Connection {
             self.state.events.emit_if_wanted(EventKind::Subscribed, || BrokerEvent::Subscribed { client_id: client_id.clone(), subscriptions: granted });
         }
         Flow::Continue
+    }
+
+    /// Closes the connection for a protocol violation, logged at debug and
+    /// reported as a `clientError` event when someone listens.
+    pub(crate) fn protocol_error(&self, message: String) -> Flow {
+        self.state.events.log(LogLevel::Debug, Some(&self.client_id), || message.clone());
+        let client_id = &self.client_id;
+        self.state.events.emit_if_wanted(EventKind::ClientError, || BrokerEvent::ClientError { client_id: Some(client_id.clone()), message });
+        Flow::Close(DisconnectReason::ProtocolError)
+    }
+
+    fn report_acked(&self, done: Option<crate::session::inflight::InflightEntry>) {
+        let Some(entry) = done else { return };
+        if self.state.events.wants_message(EventKind::Acked, entry.msg.topic.as_str()) {
+            self.state.events.emit(BrokerEvent::Acked {
+                client_id: self.client_id.clone(),
+                topic: entry.msg.topic.to_string(),
+                qos: entry.qos as u8,
+                packet_id: entry.packet_id,
+            });
+        }
     }
 
     /// The plugins' `authorizeSubscribe` verdict per filter (granted QoS

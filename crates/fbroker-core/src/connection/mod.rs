@@ -462,8 +462,7 @@ impl Connection {
     }
 
     fn malformed(&self, e: fbroker_codec::DecodeError) -> Flow {
-        self.state.events.log(LogLevel::Debug, Some(&self.client_id), || format!("malformed packet from {}: {e}", self.peer));
-        Flow::Close(DisconnectReason::ProtocolError)
+        self.protocol_error(format!("malformed packet from {}: {e}", self.peer))
     }
 
     /// Picks up a reloaded ACL before the next packet is handled.
@@ -497,6 +496,14 @@ impl Connection {
             let item = st.queue.pop_front().expect("front exists");
             let packet_id = if item.qos == QoS::AtMostOnce { 0 } else { st.inflight.allocate_packet_id() };
             encode_publish(&mut self.write_buf, self.version, item.msg.topic.as_str(), &item.msg.payload, item.qos, item.retain, false, packet_id, None);
+            if self.state.events.wants_message(EventKind::Delivered, item.msg.topic.as_str()) {
+                self.state.events.emit(BrokerEvent::Delivered {
+                    client_id: self.client_id.clone(),
+                    topic: item.msg.topic.to_string(),
+                    qos: item.qos as u8,
+                    packet_id,
+                });
+            }
             if item.qos != QoS::AtMostOnce {
                 let stage = if item.qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
                 st.inflight.push(InflightEntry { packet_id, msg: item.msg, qos: item.qos, retain: item.retain, stage });

@@ -66,9 +66,9 @@ impl OutboundInflight {
         self.entries.iter().position(|e| e.packet_id == packet_id && e.stage == stage)
     }
 
-    /// PUBACK: completes a QoS 1 delivery.
-    pub fn puback(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Stage::AwaitingPubAck).and_then(|i| self.entries.remove(i)).is_some()
+    /// PUBACK: completes a QoS 1 delivery; returns the completed entry.
+    pub fn puback(&mut self, packet_id: u16) -> Option<InflightEntry> {
+        self.position(packet_id, Stage::AwaitingPubAck).and_then(|i| self.entries.remove(i))
     }
 
     /// PUBREC: the message is now owned by the receiver; only the PUBREL
@@ -83,9 +83,9 @@ impl OutboundInflight {
         }
     }
 
-    /// PUBCOMP: completes a QoS 2 delivery.
-    pub fn pubcomp(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Stage::AwaitingPubComp).and_then(|i| self.entries.remove(i)).is_some()
+    /// PUBCOMP: completes a QoS 2 delivery; returns the completed entry.
+    pub fn pubcomp(&mut self, packet_id: u16) -> Option<InflightEntry> {
+        self.position(packet_id, Stage::AwaitingPubComp).and_then(|i| self.entries.remove(i))
     }
 
     pub fn clear(&mut self) {
@@ -121,11 +121,11 @@ mod tests {
     fn qos2_flow_moves_through_its_stages_in_order() {
         let mut inflight = OutboundInflight::default();
         let id = entry(&mut inflight, QoS::ExactlyOnce);
-        assert!(!inflight.pubcomp(id), "PUBCOMP before PUBREC does not complete");
-        assert!(!inflight.puback(id), "PUBACK does not complete a QoS 2 message");
+        assert!(inflight.pubcomp(id).is_none(), "PUBCOMP before PUBREC does not complete");
+        assert!(inflight.puback(id).is_none(), "PUBACK does not complete a QoS 2 message");
         assert!(inflight.pubrec(id));
         assert_eq!(inflight.iter().next().unwrap().stage, Stage::AwaitingPubComp);
-        assert!(inflight.pubcomp(id));
+        assert!(inflight.pubcomp(id).is_some());
         assert!(inflight.is_empty());
     }
 
@@ -134,8 +134,8 @@ mod tests {
         let mut inflight = OutboundInflight::default();
         let a = entry(&mut inflight, QoS::AtLeastOnce);
         let b = entry(&mut inflight, QoS::AtLeastOnce);
-        assert!(inflight.puback(b));
-        assert!(!inflight.puback(b), "a second PUBACK is ignored");
+        assert!(inflight.puback(b).is_some());
+        assert!(inflight.puback(b).is_none(), "a second PUBACK is ignored");
         assert_eq!(inflight.iter().map(|e| e.packet_id).collect::<Vec<_>>(), vec![a]);
     }
 }
