@@ -40,6 +40,14 @@ impl DisconnectReason {
             DisconnectReason::Administrative => "administrative",
         }
     }
+    /// The inverse of `reason as u8`.
+    pub fn from_code(code: u8) -> Option<DisconnectReason> {
+        use DisconnectReason::*;
+        [Normal, KeepAliveTimeout, Takeover, ProtocolError, SocketError, ServerShutdown, Administrative]
+            .into_iter()
+            .find(|r| *r as u8 == code)
+    }
+
     /// Whether the will message is published for this reason.
     pub fn publishes_will(self) -> bool {
         !matches!(self, DisconnectReason::Normal | DisconnectReason::ServerShutdown)

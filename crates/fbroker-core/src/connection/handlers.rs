@@ -132,14 +132,13 @@ impl Connection {
                 if (options.qos as u8) > ceiling {
                     options.qos = QoS::from_u8(ceiling).unwrap_or_default();
                 }
-                let request = &fbroker_codec::SubscribeFilter { filter: request.filter.clone(), options };
-                let entry = SubscriptionEntry { options: request.options, session: self.session.clone() };
+                let entry = SubscriptionEntry { options, session: self.session.clone() };
                 // Replaces an existing subscription with the same filter
                 // [MQTT-3.8.4-3].
                 trie.insert(&request.filter, self.session.client_id.clone(), entry);
-                st.subscriptions.insert(request.filter.clone(), request.options);
-                return_codes.push(request.options.qos as u8);
-                granted.push((request.filter.clone(), request.options.qos as u8));
+                st.subscriptions.insert(request.filter.clone(), options);
+                return_codes.push(options.qos as u8);
+                granted.push((request.filter.clone(), options.qos as u8));
             }
         }
         self.send(&Packet::SubAck(SubAck { packet_id: subscribe.packet_id, return_codes, properties: Properties::default() }));

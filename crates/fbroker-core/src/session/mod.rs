@@ -47,11 +47,9 @@ impl ConnControl {
         self.wake.notify_one();
     }
     pub fn kicked(&self) -> Option<DisconnectReason> {
-        use DisconnectReason::*;
-        let all = [Normal, KeepAliveTimeout, Takeover, ProtocolError, SocketError, ServerShutdown, Administrative];
         match self.kick.load(Ordering::Acquire) {
             NO_KICK => None,
-            code => all.get(code as usize - 1).copied(),
+            code => DisconnectReason::from_code(code - 1),
         }
     }
 }
