@@ -6,7 +6,8 @@ use crate::config::BrokerConfig;
 use crate::events::{EventBus, EventSink};
 use crate::hooks::{HookBridge, HookResponse, HookSink};
 use fbroker_auth::{Acl, PasswordFile};
-use crate::listener::{accept_loop, bind, BoundListener};
+use crate::listener::{accept_loop, bind, BoundListener, ListenerContext};
+use fbroker_transport::TlsSettings;
 use crate::message::Message;
 use crate::state::BrokerState;
 use crate::stats::{Stats, StatsSnapshot};
@@ -24,6 +25,8 @@ pub struct Broker {
     state: Arc<BrokerState>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<BoundListener>,
+    /// Each TLS listener's certificates, for `reload_tls`.
+    tls: Vec<(String, Arc<TlsSettings>)>,
 }
 
 /// How long `stop` waits for connections to close before tearing down.
@@ -47,11 +50,16 @@ impl Broker {
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
         let mut std_listeners = Vec::new();
         let mut bound = Vec::new();
+        let mut tls = Vec::new();
         for l in &config.listeners {
             let listener = bind(l)?;
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
-            bound.push(BoundListener { protocol: "tcp", host: l.host.clone(), port });
-            std_listeners.push(listener);
+            bound.push(BoundListener { protocol: l.transport.kind.as_str(), host: l.host.clone(), port });
+            let context = Arc::new(ListenerContext::new(l, port));
+            if let Some(settings) = &l.transport.tls {
+                tls.push((context.label.clone(), settings.clone()));
+            }
+            std_listeners.push((listener, context));
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
@@ -63,16 +71,16 @@ impl Broker {
             };
             Arc::new(BrokerState::new(config, stats, events, hooks, shutdown_rx))
         });
-        for listener in std_listeners {
+        for (listener, context) in std_listeners {
             let state = state.clone();
             let _guard = runtime.enter();
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
-            runtime.spawn(accept_loop(state, listener));
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{}: {e}", context.label))?;
+            runtime.spawn(accept_loop(state, listener, context));
         }
         if let Some(expiry) = state.config.session_expiry {
             runtime.spawn(expire_sessions(state.clone(), expiry));
         }
-        Ok(Broker { runtime: Mutex::new(Some(runtime)), state, shutdown: shutdown_tx, listeners: bound })
+        Ok(Broker { runtime: Mutex::new(Some(runtime)), state, shutdown: shutdown_tx, listeners: bound, tls })
     }
 
     pub fn listeners(&self) -> &[BoundListener] {
@@ -112,6 +120,17 @@ impl Broker {
             let username = st.username.clone();
             st.acl = self.state.auth.compile_acl(&session.client_id, username.as_deref());
         }
+    }
+
+    /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP).
+    /// New handshakes use the new material; established connections keep
+    /// theirs. Returns one message per listener that failed and kept its
+    /// previous certificates.
+    pub fn reload_tls(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .filter_map(|(label, settings)| settings.reload().err().map(|e| format!("{label}: {e}")))
+            .collect()
     }
 
     /// Which lifecycle events to produce (a mask of `EventKind` bits): the

@@ -3,6 +3,7 @@
 
 use crate::auth::AuthSettings;
 use crate::hooks::RegisteredHooks;
+pub use fbroker_transport::{ListenerKind, ListenerTransport, TlsOptions, TlsSettings, WsSettings};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +51,27 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerProtocol {
-    Tcp,
-}
-
+/// One listening socket and how its connections are set up (plain TCP,
+/// TLS, WebSocket, WebSocket over TLS, optionally behind a PROXY header).
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
-    pub protocol: ListenerProtocol,
     pub host: String,
     pub port: u16,
+    pub transport: ListenerTransport,
+    /// Connections this listener admits at once; 0 = only the broker-wide
+    /// `max_connections` applies.
+    pub max_connections: usize,
+}
+
+impl ListenerConfig {
+    pub fn tcp(host: impl Into<String>, port: u16) -> Self {
+        ListenerConfig { host: host.into(), port, transport: ListenerTransport::tcp(), max_connections: 0 }
+    }
+
+    /// `tls listener 0.0.0.0:8883`, for logs and errors.
+    pub fn describe(&self) -> String {
+        format!("{} listener {}:{}", self.transport.kind, self.host, self.port)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +106,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            listeners: vec![ListenerConfig { protocol: ListenerProtocol::Tcp, host: "0.0.0.0".into(), port: 1883 }],
+            listeners: vec![ListenerConfig::tcp("0.0.0.0", 1883)],
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
             max_inflight_messages: 20,

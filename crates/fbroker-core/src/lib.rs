@@ -20,7 +20,7 @@ pub mod stats;
 pub mod topic;
 
 pub use broker::Broker;
-pub use config::{BrokerConfig, ListenerConfig, ListenerProtocol, LogLevel, QueueDropPolicy};
+pub use config::{BrokerConfig, ListenerConfig, ListenerKind, ListenerTransport, LogLevel, QueueDropPolicy, TlsOptions, TlsSettings, WsSettings};
 pub use events::{BrokerEvent, DisconnectReason, EventSink};
 pub use listener::BoundListener;
 pub use stats::StatsSnapshot;

@@ -14,7 +14,8 @@ use fbroker_auth::{Acl, PasswordFile};
 use fbroker_core::auth::AuthSettings;
 use fbroker_core::hooks::{HookRequest, HookResponse, HookSink, RegisteredHooks};
 use fbroker_core::{
-    Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerProtocol, LogLevel, QueueDropPolicy,
+    Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerKind, ListenerTransport, LogLevel, QueueDropPolicy,
+    TlsOptions, TlsSettings, WsSettings,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -34,11 +35,32 @@ type EventsCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>,
 /// Node alive; the events callback does.
 type HooksCallback = ThreadsafeFunction<Vec<NativeHookRequest>, (), Vec<NativeHookRequest>, Status, true, true, 0>;
 
+/// One listener. TLS fields apply to `tls` and `wss`, WebSocket fields to
+/// `ws` and `wss`.
 #[napi(object)]
 pub struct NativeListenerConfig {
+    /// `tcp`, `tls`, `ws` or `wss`.
     pub protocol: String,
     pub host: String,
     pub port: u32,
+    /// Connections this listener admits at once; 0 or absent = only the
+    /// broker-wide maxConnections applies.
+    pub max_connections: Option<u32>,
+    /// Every connection starts with an HAProxy PROXY v1/v2 header.
+    pub proxy_protocol: Option<bool>,
+    /// PEM: server certificate, then any intermediates.
+    pub cert_file: Option<String>,
+    /// PEM: the server's private key.
+    pub key_file: Option<String>,
+    /// PEM: CAs that client certificates are verified against.
+    pub ca_file: Option<String>,
+    pub require_certificate: Option<bool>,
+    /// The verified client certificate's subject CN becomes the username.
+    pub use_identity_as_username: Option<bool>,
+    /// WebSocket request path; default `/mqtt`.
+    pub ws_path: Option<String>,
+    /// Browser origins admitted; empty or absent = any.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[napi(object)]
@@ -176,16 +198,50 @@ pub struct NativeOpenFileLimit {
     pub hard: f64,
 }
 
+fn to_listener_config(l: NativeListenerConfig, max_packet_size: usize) -> Result<ListenerConfig> {
+    let invalid = |what: String| Error::new(Status::InvalidArg, what);
+    let what = format!("{} listener {}:{}", l.protocol, l.host, l.port);
+    let kind = match l.protocol.as_str() {
+        "tcp" => ListenerKind::Tcp,
+        "tls" => ListenerKind::Tls,
+        "ws" => ListenerKind::Ws,
+        "wss" => ListenerKind::Wss,
+        other => return Err(invalid(format!("listener protocol {other:?} is not one of tcp, tls, ws, wss"))),
+    };
+    let port = u16::try_from(l.port).map_err(|_| invalid(format!("{what}: port {} out of range", l.port)))?;
+    let tls = if kind.uses_tls() {
+        let (Some(cert_file), Some(key_file)) = (l.cert_file, l.key_file) else {
+            return Err(invalid(format!("{what}: needs a certificate file and a key file")));
+        };
+        let options = TlsOptions {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            ca_file: l.ca_file.map(Into::into),
+            require_certificate: l.require_certificate.unwrap_or(false),
+            use_identity_as_username: l.use_identity_as_username.unwrap_or(false),
+        };
+        // Reads and checks the PEM files now, so a bad file fails start
+        // with its name instead of failing every handshake later.
+        Some(Arc::new(TlsSettings::load(options).map_err(|e| invalid(format!("{what}: {e}")))?))
+    } else {
+        None
+    };
+    let ws = kind.uses_websocket().then(|| WsSettings {
+        path: l.ws_path.unwrap_or_else(|| "/mqtt".into()),
+        allowed_origins: l.allowed_origins.unwrap_or_default(),
+        // A frame carries at least one MQTT packet; allow one whole
+        // maximum-size packet plus the fixed header.
+        max_frame_size: if max_packet_size == 0 { 0 } else { max_packet_size.saturating_add(5) },
+    });
+    let transport = ListenerTransport { kind, tls, ws, proxy_protocol: l.proxy_protocol.unwrap_or(false) };
+    Ok(ListenerConfig { host: l.host, port, transport, max_connections: l.max_connections.unwrap_or(0) as usize })
+}
+
 fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
     let invalid = |what: String| Error::new(Status::InvalidArg, what);
     let mut listeners = Vec::with_capacity(c.listeners.len());
     for l in c.listeners {
-        let protocol = match l.protocol.as_str() {
-            "tcp" => ListenerProtocol::Tcp,
-            other => return Err(invalid(format!("listener protocol {other:?} is not supported"))),
-        };
-        let port = u16::try_from(l.port).map_err(|_| invalid(format!("listener port {} out of range", l.port)))?;
-        listeners.push(ListenerConfig { protocol, host: l.host, port });
+        listeners.push(to_listener_config(l, c.max_packet_size as usize)?);
     }
     let queue_drop_policy = match c.queue_drop_policy.as_str() {
         "drop_oldest" => QueueDropPolicy::DropOldest,
@@ -521,6 +577,14 @@ impl NativeBroker {
         let acl = acl_file.as_deref().map(parse_acl).transpose()?;
         self.inner.reload_auth(password_file, acl);
         Ok(())
+    }
+
+    /// Re-reads every TLS listener's certificate, key and CA files; new
+    /// handshakes use them, established connections are untouched. Returns
+    /// one message per listener that failed and kept its old files.
+    #[napi(catch_unwind)]
+    pub fn reload_tls(&self) -> Vec<String> {
+        self.inner.reload_tls()
     }
 
     #[napi(catch_unwind)]

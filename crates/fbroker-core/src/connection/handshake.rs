@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use fbroker_codec::{decode, Connect, DecodeError, Decoded, Packet, ProtocolVersion};
-use tokio::net::TcpStream;
+use fbroker_transport::{ReadOutcome, Stream};
 
 pub enum HandshakeError {
     /// The peer closed or the socket failed before a whole CONNECT arrived.
@@ -17,20 +17,23 @@ pub enum HandshakeError {
 
 /// Reads until one whole CONNECT is decoded. Bytes after it stay in `buf`
 /// for the session loop.
-pub async fn read_connect(stream: &TcpStream, buf: &mut BytesMut, max_packet_size: usize) -> Result<Connect, HandshakeError> {
+pub async fn read_connect(stream: &mut Stream, buf: &mut BytesMut, max_packet_size: usize) -> Result<Connect, HandshakeError> {
+    let mut peer_closed = false;
     loop {
         match decode(buf, ProtocolVersion::V3_1_1, max_packet_size) {
             Ok(Decoded::Packet(Packet::Connect(connect))) => return Ok(connect),
             Ok(Decoded::Packet(_)) => return Err(HandshakeError::NotConnect),
+            Ok(Decoded::Incomplete { .. }) if peer_closed => return Err(HandshakeError::Closed),
             Ok(Decoded::Incomplete { needed }) => {
                 buf.reserve(needed.max(256));
                 if stream.readable().await.is_err() {
                     return Err(HandshakeError::Closed);
                 }
-                match stream.try_read_buf(buf) {
-                    Ok(0) => return Err(HandshakeError::Closed),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // Bytes that came with the close are decoded before giving up.
+                match stream.read_available(buf) {
+                    Ok(ReadOutcome::Closed) => peer_closed = true,
+                    Ok(ReadOutcome::More(_) | ReadOutcome::Drained(_)) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => return Err(HandshakeError::Closed),
                 }
             }

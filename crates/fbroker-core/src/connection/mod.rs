@@ -23,11 +23,12 @@ use crate::stats::Stats;
 use bytes::{Buf, BytesMut};
 use fbroker_codec::{connack_code, encode, encode_publish, reason, Ack, ConnAck, Connect, LastWill, Packet, Properties, ProtocolVersion, QoS};
 use handshake::{read_connect, refusal_connack, HandshakeError};
+use crate::listener::{ConnectionSlot, ListenerContext};
+use fbroker_transport::{ReadOutcome, Stream};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -39,69 +40,131 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_BUDGET: usize = 256 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Decrements the connection gauge however the task ends (panics included).
-struct ConnectionSlot(Arc<BrokerState>);
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Entry point for an accepted socket; the listener already counted it.
-pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
-    let _slot = ConnectionSlot(state.clone());
-    // The handshake's state (the CONNECT packet, its timers) is about 3 KB:
-    // boxed, it is freed when the handshake ends instead of being reserved in
-    // every connection task for the connection's whole life.
-    let Some(mut conn) = Box::pin(handshake(state, stream, peer)).await else { return };
+/// Entry point for an accepted socket; `slot` holds its place in the
+/// connection counts until the task ends.
+pub(crate) async fn serve(state: Arc<BrokerState>, tcp: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+    let _slot = slot;
+    // The handshake's state (the CONNECT packet, its timers, the transport
+    // setup) is several KB: boxed, it is freed when the handshake ends
+    // instead of being reserved in every connection task for the
+    // connection's whole life.
+    let Some(mut conn) = Box::pin(handshake(state, tcp, peer, _slot.listener())).await else { return };
     let reason = conn.run().await;
-    conn.finish(reason).await;
+    // Boxed for the same reason: the goodbye (flush, TLS close_notify,
+    // WebSocket close) runs once and should not size every idle task.
+    Box::pin(conn.finish(reason)).await;
 }
 
 /// Reads and answers CONNECT; on success the client is attached to its
 /// session and the CONNACK is in the write buffer.
-async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) -> Option<Connection> {
+async fn handshake(state: Arc<BrokerState>, tcp: TcpStream, peer: SocketAddr, listener: &ListenerContext) -> Option<Connection> {
     let mut read_buf = BytesMut::with_capacity(512);
     let mut shutdown = state.shutdown.clone();
+    // The transport setup and the CONNECT share one deadline: a client that
+    // stalls a TLS handshake or a WebSocket upgrade is dropped like one
+    // that never sends CONNECT.
+    let setup = async {
+        let mut stream = fbroker_transport::accept(tcp, peer, &listener.transport).await.map_err(SetupError::Transport)?;
+        match read_connect(&mut stream, &mut read_buf, state.config.max_packet_size).await {
+            Ok(connect) => Ok((stream, connect)),
+            Err(e) => Err(SetupError::Handshake(stream, e)),
+        }
+    };
     let connect = tokio::select! {
-        r = timeout(state.config.connect_timeout, read_connect(&stream, &mut read_buf, state.config.max_packet_size)) => r,
+        r = timeout(state.config.connect_timeout, setup) => r,
         _ = shutdown.wait_for(|stopped| *stopped) => return None,
     };
-    let connect = match connect {
+    let (stream, connect) = match connect {
         Err(_elapsed) => {
-            state.events.log(LogLevel::Debug, None, || format!("{peer}: no CONNECT within the connect timeout"));
+            state.events.log(LogLevel::Debug, None, || format!("{peer} on the {}: no CONNECT within the connect timeout", listener.label));
             return None;
         }
-        Ok(Err(HandshakeError::UnsupportedProtocolVersion(level))) => {
+        Ok(Err(SetupError::Transport(e))) => {
+            state.events.log(LogLevel::Debug, None, || format!("{peer} on the {}: {e}", listener.label));
+            return None;
+        }
+        Ok(Err(SetupError::Handshake(stream, e))) => {
+            refuse_handshake(&state, stream, e).await;
+            return None;
+        }
+        Ok(Ok(accepted)) => accepted,
+    };
+    // Behind a PROXY header this is the client's own address.
+    let peer = stream.peer_addr();
+    let mut connect = connect;
+    let certificate_authenticated = listener.transport.tls.as_ref().is_some_and(|tls| tls.use_identity_as_username());
+    if certificate_authenticated {
+        // The verified certificate is the credential: its CN replaces the
+        // username and no password check follows (as in Mosquitto).
+        match stream.peer_identity() {
+            Some(identity) => {
+                connect.username = Some(identity);
+                connect.password = None;
+            }
+            None => {
+                state.events.log(LogLevel::Debug, None, || format!("{peer}: no client certificate identity to use as username"));
+                let _ = write_and_close(stream, &refusal_connack(connack_code::BAD_USERNAME_OR_PASSWORD)).await;
+                return None;
+            }
+        }
+    }
+    handshake_session(state, stream, peer, read_buf, connect, certificate_authenticated).await.ok()
+}
+
+enum SetupError {
+    Transport(fbroker_transport::AcceptError),
+    Handshake(Stream, HandshakeError),
+}
+
+/// Answers a first packet that was not an acceptable CONNECT.
+async fn refuse_handshake(state: &BrokerState, stream: Stream, e: HandshakeError) {
+    let peer = stream.peer_addr();
+    match e {
+        HandshakeError::UnsupportedProtocolVersion(level) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: unsupported protocol level {level}"));
             let _ = write_and_close(stream, &refusal_connack(connack_code::UNACCEPTABLE_PROTOCOL_VERSION)).await;
-            return None;
         }
-        Ok(Err(HandshakeError::Decode(e))) => {
+        HandshakeError::Decode(e) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: malformed CONNECT: {e}"));
-            return None;
+            close_quietly(stream).await;
         }
-        Ok(Err(HandshakeError::NotConnect)) => {
+        HandshakeError::NotConnect => {
             state.events.log(LogLevel::Debug, None, || format!("{peer}: first packet was not CONNECT"));
-            return None;
+            close_quietly(stream).await;
         }
-        Ok(Err(HandshakeError::Closed)) => return None,
-        Ok(Ok(connect)) => connect,
-    };
+        HandshakeError::Closed => {
+            if let Some(code) = stream.websocket_violation() {
+                state.events.log(LogLevel::Debug, None, || format!("{peer}: WebSocket protocol violation, closed with {code}"));
+            }
+            close_quietly(stream).await;
+        }
+    }
+}
+
+/// CONNECT is in: checks it, authenticates, attaches the session and
+/// queues the CONNACK.
+async fn handshake_session(
+    state: Arc<BrokerState>,
+    stream: Stream,
+    peer: SocketAddr,
+    read_buf: BytesMut,
+    connect: Connect,
+    certificate_authenticated: bool,
+) -> Result<Connection, ()> {
     if connect.protocol == ProtocolVersion::V5 {
         // MQTT 5.0 broker semantics are not served yet; the codec is ready.
         let mut out = BytesMut::new();
         let ack = ConnAck { session_present: false, code: reason::UNSUPPORTED_PROTOCOL_VERSION, properties: Properties::default() };
         let _ = encode(&Packet::ConnAck(ack), ProtocolVersion::V5, &mut out);
         let _ = write_and_close(stream, &out).await;
-        return None;
+        return Err(());
     }
     let client_id = match accept_client_id(&state, &connect) {
         Ok(id) => id,
         Err(code) => {
             state.events.log(LogLevel::Debug, Some(&connect.client_id), || "client identifier rejected".into());
             let _ = write_and_close(stream, &refusal_connack(code)).await;
-            return None;
+            return Err(());
         }
     };
     let client = ClientInfo {
@@ -111,12 +174,16 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         protocol_version: connect.protocol.level(),
     };
     let hooks = state.hooks.clone();
-    if let Err(code) = state.auth.authenticate(hooks.as_deref(), &client, connect.username.as_deref(), connect.password.as_ref()).await {
+    let verdict = if certificate_authenticated {
+        Ok(())
+    } else {
+        state.auth.authenticate(hooks.as_deref(), &client, connect.username.as_deref(), connect.password.as_ref()).await
+    };
+    if let Err(code) = verdict {
         state.events.log(LogLevel::Debug, Some(&client_id), || format!("connection refused with return code {code}"));
         let _ = write_and_close(stream, &refusal_connack(code)).await;
-        return None;
+        return Err(());
     }
-    let _ = stream.set_nodelay(true);
     let acl_generation = state.auth.generation();
     let acl = state.auth.compile_acl(&client_id, connect.username.as_deref());
     if let Some(will) = &connect.will {
@@ -127,7 +194,7 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         if topic.starts_with("$SYS") || acl.as_ref().is_some_and(|acl| !acl.can_publish(topic)) {
             state.events.log(LogLevel::Debug, Some(&client_id), || format!("will topic {topic} not allowed"));
             let _ = write_and_close(stream, &refusal_connack(connack_code::NOT_AUTHORIZED)).await;
-            return None;
+            return Err(());
         }
     }
     let conn_id = state.next_conn_id();
@@ -173,7 +240,7 @@ async fn handshake(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr)
         keep_alive: connect.keep_alive,
     });
     conn.resend_inflight();
-    Some(conn)
+    Ok(conn)
 }
 
 /// Applies the client identifier rules [MQTT-3.1.3-6..9]; returns the id
@@ -200,14 +267,20 @@ fn generate_client_id(seed: u64) -> String {
     format!("fbroker-{:016x}", h.finish())
 }
 
-async fn write_and_close(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_and_close(mut stream: Stream, bytes: &[u8]) -> std::io::Result<()> {
     let _ = timeout(Duration::from_secs(1), stream.write_all(bytes)).await;
     stream.shutdown().await
 }
 
+/// Closes a connection that is refused without an answer; a TLS or
+/// WebSocket stream still says goodbye (close_notify, close frame).
+async fn close_quietly(mut stream: Stream) {
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
 pub(crate) struct Connection {
     pub(crate) state: Arc<BrokerState>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     pub(crate) version: ProtocolVersion,
     pub(crate) client_id: String,
@@ -228,47 +301,6 @@ pub(crate) struct Connection {
     pub(crate) hook_client: Option<ClientInfo>,
     /// Plugins' recent `authorizePublish` answers by topic.
     pub(crate) publish_verdicts: Option<Box<crate::connection::publish_auth::VerdictCache>>,
-}
-
-enum ReadOutcome {
-    /// The read filled the buffer: more may be waiting.
-    More(usize),
-    /// A short read: the socket's receive queue is empty.
-    Drained(usize),
-    Closed,
-}
-
-/// One `recv` into the buffer's spare room. A short read means the socket
-/// was drained, so the readiness flag is cleared right away instead of
-/// spending a second syscall to learn about EAGAIN. Tokio only clears it
-/// if no new readiness event arrived meanwhile, so no wake-up is lost.
-fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<ReadOutcome> {
-    use std::os::fd::AsRawFd;
-    let fd = stream.as_raw_fd();
-    let mut drained = 0;
-    let result = stream.try_io(tokio::io::Interest::READABLE, || {
-        let spare = buf.spare_capacity_mut();
-        let room = spare.len();
-        // SAFETY: recv writes at most `room` bytes into the spare capacity,
-        // and only the bytes it reports are marked initialised.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = n as usize;
-        unsafe { buf.set_len(buf.len() + n) };
-        if n > 0 && n < room {
-            drained = n;
-            return Err(ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match result {
-        Ok(0) => Ok(ReadOutcome::Closed),
-        Ok(n) => Ok(ReadOutcome::More(n)),
-        Err(e) if e.kind() == ErrorKind::WouldBlock && drained > 0 => Ok(ReadOutcome::Drained(drained)),
-        Err(e) => Err(e),
-    }
 }
 
 /// The outcome of decoding and handling one packet synchronously.
@@ -307,7 +339,9 @@ impl Connection {
             if let Err(reason) = self.flush_now() {
                 return reason;
             }
-            let want_write = !self.write_buf.is_empty();
+            // A TLS or WebSocket layer may hold output of its own (records,
+            // pongs) even when the write buffer is empty.
+            let want_write = !self.write_buf.is_empty() || self.stream.wants_write();
             let mut readable = false;
             tokio::select! {
                 biased;
@@ -354,7 +388,7 @@ impl Connection {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match read_available(&self.stream, &mut self.read_buf) {
+            match self.stream.read_available(&mut self.read_buf) {
                 Ok(ReadOutcome::Closed) => {
                     peer_closed = true;
                     break;
@@ -553,6 +587,9 @@ impl Connection {
                 Err(_) => return Err(DisconnectReason::SocketError),
             }
         }
+        if self.stream.flush_pending().is_err() {
+            return Err(DisconnectReason::SocketError);
+        }
         Stats::add(&self.state.stats.bytes_sent, written as u64);
         Stats::add(&self.state.stats.messages_sent, std::mem::take(&mut self.sent));
         if self.write_buf.is_empty() && self.write_buf.capacity() > 64 * 1024 {
@@ -567,7 +604,7 @@ impl Connection {
             // Best effort: let acks already produced reach the client.
             let _ = timeout(Duration::from_millis(200), self.stream.write_all(&self.write_buf)).await;
         }
-        let _ = self.stream.shutdown().await;
+        let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         drop(self.stream);
         self.state.registry.detach(&self.state.router, &self.session, self.control.conn_id);
         if reason.publishes_will() {
@@ -612,8 +649,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let task = super::serve(state, stream, addr);
+        let config = crate::config::ListenerConfig::tcp("127.0.0.1", addr.port());
+        let context = Arc::new(crate::listener::ListenerContext::new(&config, addr.port()));
+        let slot = crate::listener::ConnectionSlot::claim(&state, &context).unwrap();
+        let task = super::serve(state, stream, addr, slot);
         let size = std::mem::size_of_val(&task);
+        eprintln!("connection future: {size} bytes");
         assert!(size <= 1536, "the connection future grew to {size} bytes");
     }
 }
