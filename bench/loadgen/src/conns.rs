@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use bytes::BytesMut;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep, timeout, MissedTickBehavior};
 
 use crate::mqtt;
+use crate::transport::Transport;
 use crate::util::*;
 
 pub struct IdleConfig {
     pub target: SocketAddr,
+    pub transport: Arc<Transport>,
     pub connections: usize,
     pub concurrency: usize,
     pub hold: Duration,
@@ -44,10 +45,11 @@ pub async fn idle(cfg: IdleConfig) -> Result<Value> {
         let closed = closed.clone();
         let id = format!("{}i{i}", cfg.client_prefix);
         let (target, src, keepalive) = (cfg.target, cfg.sources.addr(i), cfg.keepalive);
+        let transport = cfg.transport.clone();
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
             let setup = async {
-                let mut s = tcp_connect(target, src).await?;
+                let mut s = transport.connect(target, src, i as u64).await?;
                 let mut buf = BytesMut::with_capacity(64);
                 mqtt_connect(&mut s, &id, keepalive, &mut buf).await?;
                 mqtt_subscribe(&mut s, &format!("bench/idle/{i}"), 0, &mut buf).await?;
@@ -73,14 +75,15 @@ pub async fn idle(cfg: IdleConfig) -> Result<Value> {
             let period = Duration::from_secs((keepalive as u64 / 2).max(1));
             let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut scratch = [0u8; 64];
+            let mut scratch = BytesMut::with_capacity(64);
             loop {
+                scratch.clear();
                 tokio::select! {
-                    r = s.read(&mut scratch) => {
+                    r = s.read_into(&mut scratch) => {
                         if !matches!(r, Ok(n) if n > 0) { closed.fetch_add(1, Relaxed); return; }
                     }
-                    _ = ping.tick() => { if s.write_all(&mqtt::PINGREQ).await.is_err() { closed.fetch_add(1, Relaxed); return; } }
-                    _ = stop.changed() => { let _ = s.write_all(&mqtt::DISCONNECT).await; return; }
+                    _ = ping.tick() => { if s.send(&mqtt::PINGREQ).await.is_err() { closed.fetch_add(1, Relaxed); return; } }
+                    _ = stop.changed() => { let _ = s.send(&mqtt::DISCONNECT).await; return; }
                 }
             }
         }));
@@ -132,6 +135,7 @@ pub async fn idle(cfg: IdleConfig) -> Result<Value> {
 
 pub struct ConnRateConfig {
     pub target: SocketAddr,
+    pub transport: Arc<Transport>,
     pub rates: Vec<f64>,
     pub step: Duration,
     pub conn_timeout: Duration,
@@ -203,17 +207,19 @@ pub async fn connrate(cfg: ConnRateConfig) -> Result<Value> {
                 let inflight = inflight.clone();
                 let id = format!("{}c{global_idx}", cfg.client_prefix);
                 let (target, src, keepalive, to) = (cfg.target, cfg.sources.addr(global_idx), cfg.keepalive, cfg.conn_timeout);
+                let transport = cfg.transport.clone();
+                let seed = global_idx as u64;
                 global_idx += 1;
                 started += 1;
                 tokio::spawn(async move {
                     let t0 = Instant::now();
                     let work = async {
-                        let mut s = tcp_connect(target, src).await?;
+                        let mut s = transport.connect(target, src, seed).await?;
                         let tcp_ns = t0.elapsed().as_nanos() as u64;
                         let mut buf = BytesMut::with_capacity(64);
                         let connack = mqtt_connect(&mut s, &id, keepalive, &mut buf).await?;
                         let total_ns = t0.elapsed().as_nanos() as u64;
-                        let _ = s.write_all(&mqtt::DISCONNECT).await;
+                        let _ = s.send(&mqtt::DISCONNECT).await;
                         Ok::<_, anyhow::Error>(Outcome::Ok { tcp_ns, connack_ns: connack.as_nanos() as u64, total_ns })
                     };
                     let o = match timeout(to, work).await {

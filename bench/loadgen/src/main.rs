@@ -5,9 +5,11 @@
 mod conns;
 mod mqtt;
 mod pubsub;
+mod transport;
 mod util;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -30,6 +32,21 @@ struct Common {
     host: String,
     #[arg(long, default_value_t = 1883)]
     port: u16,
+    /// tcp, tls (rustls, ring), ws (WebSocket) or wss (WebSocket over TLS).
+    #[arg(long, value_enum, default_value_t = transport::Kind::Tcp)]
+    transport: transport::Kind,
+    /// tls/wss: PEM file of the CA(s) the broker's certificate is verified against.
+    #[arg(long)]
+    cafile: Option<String>,
+    /// tls/wss: name the certificate must carry (default: --host).
+    #[arg(long)]
+    tls_server_name: Option<String>,
+    /// tls/wss: protocol version, 1.3 or 1.2.
+    #[arg(long, default_value = "1.3")]
+    tls_version: String,
+    /// ws/wss: request path of the HTTP Upgrade.
+    #[arg(long, default_value = "/mqtt")]
+    ws_path: String,
     /// Length of the measured phase (per step for sweeps and connrate).
     #[arg(long, default_value_t = 10.0)]
     duration_secs: f64,
@@ -198,6 +215,18 @@ fn target(c: &Common) -> Result<SocketAddr> {
     Ok(addr)
 }
 
+fn transport_of(c: &Common) -> Result<Arc<transport::Transport>> {
+    let t = target(c)?;
+    Ok(Arc::new(transport::Transport::new(transport::TransportOptions {
+        kind: c.transport,
+        cafile: c.cafile.as_deref(),
+        server_name: c.tls_server_name.as_deref().unwrap_or(&c.host),
+        tls_version: &c.tls_version,
+        ws_path: &c.ws_path,
+        target: t,
+    })?))
+}
+
 fn dur(secs: f64) -> Result<Duration> {
     if !(secs > 0.0 && secs <= 3600.0) {
         bail!("durations must be in (0, 3600] seconds");
@@ -226,6 +255,7 @@ fn pubsub_cfg(
 ) -> Result<pubsub::Config> {
     Ok(pubsub::Config {
         target: target(c)?,
+        transport: transport_of(c)?,
         publishers,
         subscribers,
         pub_topic,
@@ -349,6 +379,7 @@ async fn run(cmd: Cmd) -> Result<Value> {
             params.extend(json!({ "connections": connections, "hold_secs": hold_secs, "source_addrs": c.source_addrs }).as_object().unwrap().clone());
             conns::idle(conns::IdleConfig {
                 target: target(&c)?,
+                transport: transport_of(&c)?,
                 connections,
                 concurrency: c.connect_concurrency,
                 hold: dur(hold_secs)?,
@@ -362,6 +393,7 @@ async fn run(cmd: Cmd) -> Result<Value> {
             params.extend(json!({ "rates": rates, "step_secs": c.duration_secs, "timeout_ms": timeout_ms, "source_addrs": c.source_addrs }).as_object().unwrap().clone());
             conns::connrate(conns::ConnRateConfig {
                 target: target(&c)?,
+                transport: transport_of(&c)?,
                 rates: parse_rates(&rates)?,
                 step: d,
                 conn_timeout: Duration::from_millis(timeout_ms),
@@ -375,6 +407,13 @@ async fn run(cmd: Cmd) -> Result<Value> {
     };
     params.insert("duration_secs".into(), json!(c.duration_secs));
     params.insert("threads".into(), json!(c.threads));
+    params.insert("transport".into(), json!(c.transport.as_str()));
+    if c.transport.tls() {
+        params.insert("tls_version".into(), json!(c.tls_version));
+    }
+    if c.transport.ws() {
+        params.insert("ws_path".into(), json!(c.ws_path));
+    }
     let mut out = json!({ "target": format!("{}:{}", c.host, c.port), "params": params });
     if let (Value::Object(o), Value::Object(r)) = (&mut out, result) {
         o.extend(r);

@@ -80,7 +80,9 @@ pub fn puback(packet_id: u16) -> [u8; 4] {
 /// A PUBLISH frame encoded once, then stamped in place for every send.
 ///
 /// `buf` holds the same frame `slots` times back to back, so a batch of `n`
-/// messages is `buf[..n * frame_len]`, written with one syscall.
+/// messages is `buf[..n * frame_len]`, written with one syscall. Over
+/// WebSocket each frame is one masked binary WebSocket frame around one
+/// PUBLISH (masked once here with the fixed key; stamps are masked as written).
 pub struct PublishFrames {
     pub buf: Vec<u8>,
     pub frame_len: usize,
@@ -88,11 +90,15 @@ pub struct PublishFrames {
     pid_off: Option<usize>,
     /// Offset of the payload inside a frame.
     payload_off: usize,
+    /// WebSocket: bytes of the frame header before the MQTT packet (the mask
+    /// is indexed from there).
+    ws_hdr: usize,
+    ws: bool,
     pub slots: usize,
 }
 
 impl PublishFrames {
-    pub fn new(topic: &str, qos: u8, payload_len: usize, slots: usize) -> Self {
+    pub fn new(topic: &str, qos: u8, payload_len: usize, slots: usize, ws: bool) -> Self {
         assert!(payload_len >= PAYLOAD_HEADER);
         assert!(qos <= 1);
         let mut var = Vec::new();
@@ -105,12 +111,19 @@ impl PublishFrames {
             None
         };
         let payload_rel = var.len();
-        let mut frame = vec![0x30 | (qos << 1)];
-        put_remaining_length(&mut frame, var.len() + payload_len);
-        let header_len = frame.len();
-        frame.extend_from_slice(&var);
+        let mut packet = vec![0x30 | (qos << 1)];
+        put_remaining_length(&mut packet, var.len() + payload_len);
+        let header_len = packet.len();
+        packet.extend_from_slice(&var);
         // Padding after the 16-byte header: a recognisable, compressible filler.
-        frame.extend(std::iter::repeat(b'x').take(payload_len));
+        packet.extend(std::iter::repeat(b'x').take(payload_len));
+        let (frame, ws_hdr) = if ws {
+            let f = crate::transport::ws_frame(&packet);
+            let h = f.len() - packet.len();
+            (f, h)
+        } else {
+            (packet, 0)
+        };
         let frame_len = frame.len();
         let mut buf = Vec::with_capacity(frame_len * slots);
         for _ in 0..slots {
@@ -121,7 +134,24 @@ impl PublishFrames {
             frame_len,
             pid_off: pid_rel.map(|p| p + header_len),
             payload_off: payload_rel + header_len,
+            ws_hdr,
+            ws,
             slots,
+        }
+    }
+
+    /// Writes `bytes` at offset `rel` of slot `base`'s MQTT packet.
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, base: usize, rel: usize, bytes: [u8; N]) {
+        let at = base + self.ws_hdr + rel;
+        let dst = &mut self.buf[at..at + N];
+        if self.ws {
+            let m = crate::transport::WS_MASK;
+            for k in 0..N {
+                dst[k] = bytes[k] ^ m[(rel + k) & 3];
+            }
+        } else {
+            dst.copy_from_slice(&bytes);
         }
     }
 
@@ -130,11 +160,11 @@ impl PublishFrames {
     pub fn stamp(&mut self, i: usize, ts_ns: u64, id: u64, packet_id: u16) {
         let base = i * self.frame_len;
         if let Some(p) = self.pid_off {
-            self.buf[base + p..base + p + 2].copy_from_slice(&packet_id.to_be_bytes());
+            self.put(base, p, packet_id.to_be_bytes());
         }
-        let o = base + self.payload_off;
-        self.buf[o..o + 8].copy_from_slice(&ts_ns.to_le_bytes());
-        self.buf[o + 8..o + 16].copy_from_slice(&id.to_le_bytes());
+        let o = self.payload_off;
+        self.put(base, o, ts_ns.to_le_bytes());
+        self.put(base, o + 8, id.to_le_bytes());
     }
 
     #[inline]
@@ -248,7 +278,7 @@ mod tests {
 
     #[test]
     fn publish_roundtrip() {
-        let mut f = PublishFrames::new("bench/1/x", 1, 256, 3);
+        let mut f = PublishFrames::new("bench/1/x", 1, 256, 3, false);
         f.stamp(1, 12345, message_id(2, 7, 99), 513);
         let frame = &f.buf[f.frame_len..2 * f.frame_len];
         let (pkt, used) = parse(frame).unwrap().unwrap();
@@ -268,6 +298,32 @@ mod tests {
         // Two-byte remaining length (256-byte payload) and partial input.
         assert!(parse(&frame[..frame.len() - 1]).unwrap().is_none());
         assert!(parse(&frame[..1]).unwrap().is_none());
+    }
+
+    #[test]
+    fn publish_over_websocket() {
+        let mut f = PublishFrames::new("bench/1/x", 1, 256, 2, true);
+        f.stamp(1, 777, message_id(3, 1, 5), 9);
+        let frame = &f.buf[f.frame_len..2 * f.frame_len];
+        // 0x82, 126 + mask bit, 16-bit length, mask, masked packet.
+        assert_eq!(frame[0], 0x82);
+        assert_eq!(frame[1], 0x80 | 126);
+        let len = u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        assert_eq!(len + 8, f.frame_len);
+        let mask = &frame[4..8];
+        let packet: Vec<u8> = frame[8..].iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
+        let (pkt, used) = parse(&packet).unwrap().unwrap();
+        assert_eq!(used, packet.len());
+        match pkt {
+            Packet::Publish { qos, packet_id, payload } => {
+                assert_eq!((qos, packet_id), (1, 9));
+                let (ts, id) = payload_header(payload).unwrap();
+                assert_eq!(ts, 777);
+                assert_eq!(id, message_id(3, 1, 5));
+                assert!(payload[16..].iter().all(|&b| b == b'x'));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -15,13 +15,11 @@ use anyhow::{anyhow, bail, Result};
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, MissedTickBehavior};
 
 use crate::mqtt::{self, Packet, PublishFrames};
+use crate::transport::{Conn, ConnRead, ConnWrite, Transport};
 use crate::util::*;
 
 pub const MAX_STEPS: usize = 64;
@@ -29,6 +27,7 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 
 pub struct Config {
     pub target: SocketAddr,
+    pub transport: Arc<Transport>,
     pub publishers: usize,
     pub subscribers: usize,
     /// Topic of publisher i.
@@ -108,14 +107,15 @@ fn grow(hists: &mut Vec<Histogram<u64>>, step: usize, sigfig: u8) {
 
 async fn open_mqtt(
     target: SocketAddr,
+    transport: Arc<Transport>,
     sources: Sources,
     i: usize,
     client_id: String,
     keepalive: u16,
     subscribe: Option<(String, u8)>,
-) -> Result<(TcpStream, BytesMut)> {
+) -> Result<(Conn, BytesMut)> {
     let work = async {
-        let mut s = tcp_connect(target, sources.addr(i)).await?;
+        let mut s = transport.connect(target, sources.addr(i), i as u64).await?;
         let mut buf = BytesMut::with_capacity(4096);
         mqtt_connect(&mut s, &client_id, keepalive, &mut buf).await?;
         if let Some((f, q)) = subscribe {
@@ -132,17 +132,19 @@ async fn open_many(
     concurrency: usize,
     mk: impl Fn(usize) -> (String, Option<(String, u8)>),
     target: SocketAddr,
+    transport: &Arc<Transport>,
     sources: Sources,
     keepalive: u16,
     offset: usize,
-) -> Result<Vec<(TcpStream, BytesMut)>> {
+) -> Result<Vec<(Conn, BytesMut)>> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await?;
         let (id, sub) = mk(i);
+        let transport = transport.clone();
         handles.push(tokio::spawn(async move {
-            let r = open_mqtt(target, sources, i + offset, id, keepalive, sub).await;
+            let r = open_mqtt(target, transport, sources, i + offset, id, keepalive, sub).await;
             drop(permit);
             r
         }));
@@ -155,7 +157,7 @@ async fn open_many(
 }
 
 async fn subscriber(
-    mut stream: TcpStream,
+    mut stream: Conn,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -199,7 +201,7 @@ async fn subscriber(
                 }
             }
             if !acks.is_empty() {
-                stream.write_all(&acks).await?;
+                stream.send(&acks).await?;
                 acks.clear();
             }
             if buf.capacity() - buf.len() < 4096 {
@@ -207,13 +209,13 @@ async fn subscriber(
             }
             tokio::select! {
                 biased;
-                r = stream.read_buf(&mut buf) => {
+                r = stream.read_into(&mut buf) => {
                     if r? == 0 {
                         if *stop.borrow() { return Ok(()); }
                         bail!("subscriber connection closed by broker");
                     }
                 }
-                _ = ping.tick() => stream.write_all(&mqtt::PINGREQ).await?,
+                _ = ping.tick() => stream.send(&mqtt::PINGREQ).await?,
                 _ = stop.changed() => return Ok(()),
             }
         }
@@ -222,12 +224,12 @@ async fn subscriber(
     if let Err(e) = result {
         shared.error("subscriber", &e);
     }
-    let _ = stream.write_all(&mqtt::DISCONNECT).await;
+    let _ = stream.send(&mqtt::DISCONNECT).await;
     hists
 }
 
 async fn publisher_reader(
-    mut rd: OwnedReadHalf,
+    mut rd: ConnRead,
     mut buf: BytesMut,
     out: Arc<Outstanding>,
     shared: Arc<Shared>,
@@ -263,7 +265,7 @@ async fn publisher_reader(
             }
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut buf) => {
+                r = rd.read_into(&mut buf) => {
                     if r? == 0 {
                         // After our DISCONNECT the broker closing is expected.
                         if *stop.borrow() { return Ok(()); }
@@ -294,7 +296,7 @@ struct PubCtx {
 
 impl PubCtx {
     /// Stamps and writes `n` frames (n ≤ slots).
-    async fn send(&mut self, wr: &mut OwnedWriteHalf, step: u16, n: usize, deadline: Instant) -> Result<()> {
+    async fn send(&mut self, wr: &mut ConnWrite, step: u16, n: usize, deadline: Instant) -> Result<()> {
         let ts = now_ns();
         for i in 0..n {
             let id = mqtt::message_id(step, self.index as u16, self.seq);
@@ -313,7 +315,7 @@ impl PubCtx {
         }
         // Bounded: a broker that stops reading must not hang the run.
         let grace = deadline + Duration::from_secs(5);
-        match tokio::time::timeout_at(grace.into(), wr.write_all(self.frames.batch(n))).await {
+        match tokio::time::timeout_at(grace.into(), wr.send_framed(self.frames.batch(n))).await {
             Ok(r) => r?,
             Err(_) => bail!("write blocked for more than 5 s past the end of the step"),
         }
@@ -340,7 +342,7 @@ impl PubCtx {
 
     async fn run_step(
         &mut self,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut ConnWrite,
         step: u16,
         rate: Option<f64>,
         duration: Duration,
@@ -395,7 +397,7 @@ impl PubCtx {
 #[allow(clippy::too_many_arguments)]
 async fn publisher(
     index: usize,
-    stream: TcpStream,
+    stream: Conn,
     buf: BytesMut,
     topic: String,
     cfg_qos: u8,
@@ -414,13 +416,14 @@ async fn publisher(
         count: AtomicUsize::new(0),
         notify: Notify::new(),
     });
+    let ws = stream.is_ws();
     let (rd, mut wr) = stream.into_split();
     let reader = tokio::spawn(publisher_reader(rd, buf, out.clone(), shared.clone(), stop));
     let mut ctx = PubCtx {
         index,
         qos: cfg_qos,
         window: window.clamp(1, 60_000),
-        frames: PublishFrames::new(&topic, cfg_qos, payload, batch.max(1)),
+        frames: PublishFrames::new(&topic, cfg_qos, payload, batch.max(1), ws),
         out,
         next_pid: 1,
         seq: 0,
@@ -432,7 +435,7 @@ async fn publisher(
             Ok(Ok(())) => phases.borrow_and_update().clone(),
             Ok(Err(_)) => break,
             Err(_) => {
-                if !broken && wr.write_all(&mqtt::PINGREQ).await.is_err() {
+                if !broken && wr.send(&mqtt::PINGREQ).await.is_err() {
                     broken = true;
                 }
                 continue;
@@ -453,7 +456,7 @@ async fn publisher(
         }
     }
     if !broken {
-        let _ = wr.write_all(&mqtt::DISCONNECT).await;
+        let _ = wr.send(&mqtt::DISCONNECT).await;
     }
     reader.await.unwrap_or_default()
 }
@@ -489,6 +492,7 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
         cfg.connect_concurrency,
         |i| (format!("{prefix}s{i}"), Some((filter.clone(), sub_qos))),
         cfg.target,
+        &cfg.transport,
         cfg.sources,
         cfg.keepalive,
         0,
@@ -499,6 +503,7 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
         cfg.connect_concurrency,
         |i| (format!("{prefix}p{i}"), None),
         cfg.target,
+        &cfg.transport,
         cfg.sources,
         cfg.keepalive,
         cfg.subscribers,

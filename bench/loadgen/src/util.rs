@@ -9,10 +9,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::mqtt::{self, Packet};
+use crate::transport::Conn;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
@@ -141,7 +141,7 @@ pub async fn tcp_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> Result
 /// Reads until one complete packet is at the front of `buf`, then hands it to
 /// `f` and removes it. Extra bytes stay in `buf` for the caller.
 pub async fn read_packet<T>(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     f: impl FnOnce(Packet<'_>) -> Result<T>,
 ) -> Result<T> {
@@ -154,7 +154,7 @@ pub async fn read_packet<T>(
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
         }
-        let n = stream.read_buf(buf).await?;
+        let n = stream.read_into(buf).await?;
         if n == 0 {
             bail!("connection closed by broker");
         }
@@ -162,9 +162,9 @@ pub async fn read_packet<T>(
 }
 
 /// CONNECT → CONNACK. Returns the time from writing CONNECT to reading CONNACK.
-pub async fn mqtt_connect(stream: &mut TcpStream, client_id: &str, keepalive: u16, buf: &mut BytesMut) -> Result<Duration> {
+pub async fn mqtt_connect(stream: &mut Conn, client_id: &str, keepalive: u16, buf: &mut BytesMut) -> Result<Duration> {
     let t0 = Instant::now();
-    stream.write_all(&mqtt::connect(client_id, keepalive)).await?;
+    stream.send(&mqtt::connect(client_id, keepalive)).await?;
     read_packet(stream, buf, |p| match p {
         Packet::ConnAck { return_code: 0 } => Ok(()),
         Packet::ConnAck { return_code } => bail!("CONNACK refused, code {return_code}"),
@@ -175,8 +175,8 @@ pub async fn mqtt_connect(stream: &mut TcpStream, client_id: &str, keepalive: u1
 }
 
 /// SUBSCRIBE → SUBACK; fails if the broker refuses the filter (0x80).
-pub async fn mqtt_subscribe(stream: &mut TcpStream, filter: &str, qos: u8, buf: &mut BytesMut) -> Result<u8> {
-    stream.write_all(&mqtt::subscribe(1, filter, qos)).await?;
+pub async fn mqtt_subscribe(stream: &mut Conn, filter: &str, qos: u8, buf: &mut BytesMut) -> Result<u8> {
+    stream.send(&mqtt::subscribe(1, filter, qos)).await?;
     loop {
         let r = read_packet(stream, buf, |p| match p {
             Packet::SubAck { granted, .. } => match granted.first() {
