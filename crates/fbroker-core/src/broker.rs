@@ -9,6 +9,8 @@ use fbroker_auth::{Acl, PasswordFile};
 use crate::listener::{accept_loop, bind, BoundListener, ListenerContext};
 use fbroker_transport::TlsSettings;
 use crate::message::Message;
+use crate::persistence::restore::Snapshot;
+use crate::persistence::{Journal, PersistMode, PersistSink};
 use crate::state::BrokerState;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::topic::validate_topic_name;
@@ -32,10 +34,24 @@ pub struct Broker {
 /// How long `stop` waits for connections to close before tearing down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// A persistence backend's side of the engine: where journal batches go,
+/// and the state read back from the store at start.
+pub struct PersistenceSetup {
+    pub mode: PersistMode,
+    pub sink: Arc<dyn PersistSink>,
+    pub snapshot: Snapshot,
+}
+
 impl Broker {
     /// `hook_sink` receives plugin hook requests; it is used only when
-    /// `config.hooks` names at least one hook.
-    pub fn start(config: BrokerConfig, sink: Arc<dyn EventSink>, hook_sink: Option<Arc<dyn HookSink>>) -> Result<Broker, String> {
+    /// `config.hooks` names at least one hook. With `persistence`, the
+    /// stored state is restored before any listener accepts.
+    pub fn start(
+        config: BrokerConfig,
+        sink: Arc<dyn EventSink>,
+        hook_sink: Option<Arc<dyn HookSink>>,
+        persistence: Option<PersistenceSetup>,
+    ) -> Result<Broker, String> {
         let threads = if config.worker_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -63,14 +79,31 @@ impl Broker {
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
+        let (journal, snapshot) = match persistence {
+            Some(setup) => (Some(Journal::new(setup.mode, setup.sink)), Some(setup.snapshot)),
+            None => (None, None),
+        };
         let state = runtime.block_on(async {
             let events = EventBus::start(sink, config.log_level, stats.clone());
             let hooks = match hook_sink {
                 Some(hook_sink) if config.hooks.any() => Some(HookBridge::start(hook_sink, config.hooks, config.hook_timeout)),
                 _ => None,
             };
-            Arc::new(BrokerState::new(config, stats, events, hooks, shutdown_rx))
+            Arc::new(BrokerState::new(config, stats, events, hooks, shutdown_rx.clone(), journal.clone()))
         });
+        if let (Some(journal), Some(snapshot)) = (&journal, snapshot) {
+            let restored = crate::persistence::restore::apply(snapshot, &state.registry, &state.router, journal, &state.queue_limits);
+            state.events.log(crate::config::LogLevel::Info, None, || {
+                format!("restored {} sessions and {} retained messages from the persistence store", restored.sessions, restored.retained)
+            });
+            runtime.spawn(journal.clone().run_flusher(shutdown_rx.clone()));
+            let _guard = runtime.enter();
+            // The connections these wills belong to were cut by the
+            // broker's own stop or crash, not closed by their clients.
+            for will in restored.wills {
+                state.publish(will);
+            }
+        }
         for (listener, context) in std_listeners {
             let state = state.clone();
             let _guard = runtime.enter();
@@ -119,6 +152,13 @@ impl Broker {
             let mut st = session.state.lock();
             let username = st.username.clone();
             st.acl = self.state.auth.compile_acl(&session.client_id, username.as_deref());
+        }
+    }
+
+    /// The control plane stored (or failed to store) journal batch `seq`.
+    pub fn persist_ack(&self, seq: u64, stored: bool) {
+        if let Some(journal) = &self.state.journal {
+            journal.acknowledge(seq, stored);
         }
     }
 

@@ -26,6 +26,10 @@ pub enum DisconnectReason {
     ServerShutdown,
     /// Closed on request of the control plane (`disconnectClient`).
     Administrative,
+    /// A publish needed the persistence store, which could not take it
+    /// (outage past the buffer bound): MQTT 3.1.1 has no way to refuse a
+    /// single publish, so the connection is closed without acknowledging.
+    StorageUnavailable,
 }
 
 impl DisconnectReason {
@@ -38,12 +42,13 @@ impl DisconnectReason {
             DisconnectReason::SocketError => "socketError",
             DisconnectReason::ServerShutdown => "serverShutdown",
             DisconnectReason::Administrative => "administrative",
+            DisconnectReason::StorageUnavailable => "storageUnavailable",
         }
     }
     /// The inverse of `reason as u8`.
     pub fn from_code(code: u8) -> Option<DisconnectReason> {
         use DisconnectReason::*;
-        [Normal, KeepAliveTimeout, Takeover, ProtocolError, SocketError, ServerShutdown, Administrative]
+        [Normal, KeepAliveTimeout, Takeover, ProtocolError, SocketError, ServerShutdown, Administrative, StorageUnavailable]
             .into_iter()
             .find(|r| *r as u8 == code)
     }

@@ -59,7 +59,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let events = EventBus::start(Arc::new(collected.clone()), crate::config::LogLevel::Info, stats.clone());
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, None, rx));
+        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, None, rx, None));
         let handle = tokio::spawn(guarded(state.clone(), async { panic!("boom") }));
         handle.await.expect("the guard turns the panic into a normal completion");
         // Other tasks keep running on the same runtime.

@@ -3,6 +3,7 @@
 //! detaching it, and expiring abandoned persistent sessions.
 
 use crate::events::DisconnectReason;
+use crate::persistence::{Journal, PersistOp};
 use crate::router::{ClientKey, Router};
 use crate::session::{ConnControl, Session};
 use ahash::AHashMap;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<AHashMap<ClientKey, Arc<Session>>>,
+    /// Set when a persistence backend is configured; persistent sessions
+    /// journal through it.
+    journal: Option<Arc<Journal>>,
 }
 
 pub struct Attached {
@@ -21,6 +25,15 @@ pub struct Attached {
 }
 
 impl Registry {
+    pub fn with_journal(journal: Option<Arc<Journal>>) -> Self {
+        Registry { sessions: Mutex::default(), journal }
+    }
+
+    /// A session read back from the persistence store at start.
+    pub fn insert_restored(&self, session: Arc<Session>) {
+        self.sessions.lock().insert(session.client_id.clone(), session);
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
     }
@@ -45,12 +58,16 @@ impl Registry {
                 return Attached { session: existing, session_present: true };
             }
             let filters: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
+            let was_persistent = st.persistent;
             drop(st);
             unsubscribe_all(router, &existing.client_id, &filters);
             sessions.remove(client_id);
+            if was_persistent {
+                existing.journal(|client_id| PersistOp::SessionDelete { client_id });
+            }
         }
         let key: ClientKey = Arc::from(client_id);
-        let session = Session::new(key.clone(), !clean_session, owner);
+        let session = Session::new(key.clone(), !clean_session, owner, self.journal.clone());
         sessions.insert(key, session.clone());
         Attached { session, session_present: false }
     }
@@ -68,6 +85,8 @@ impl Registry {
         st.owner = None;
         if st.persistent {
             st.disconnected_at = Some(Instant::now());
+            drop(st);
+            session.journal(|client_id| PersistOp::SessionSave { client_id, connected: false, expiry_secs: None, will: None });
             return;
         }
         let filters: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
@@ -92,6 +111,7 @@ impl Registry {
             if stale {
                 let filters: Vec<String> = st.subscriptions.drain().map(|(f, _)| f).collect();
                 expired.push((session.client_id.clone(), filters));
+                session.journal(|client_id| PersistOp::SessionDelete { client_id });
             }
             !stale
         });

@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn overlapping_subscriptions_deliver_one_copy_at_the_highest_granted_qos() {
         let router = Router::default();
-        let s = Session::new("s".into(), false, ConnControl::new(1));
+        let s = Session::new("s".into(), false, ConnControl::new(1), None);
         subscribe(&router, &s, "a/#", QoS::AtMostOnce);
         subscribe(&router, &s, "a/+", QoS::ExactlyOnce);
         subscribe(&router, &s, "a/b", QoS::AtLeastOnce);
@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn mqtt_3_3_5_1_delivery_qos_is_the_minimum_of_publish_and_granted() {
         let router = Router::default();
-        let s = Session::new("s".into(), false, ConnControl::new(1));
+        let s = Session::new("s".into(), false, ConnControl::new(1), None);
         subscribe(&router, &s, "t", QoS::ExactlyOnce);
         router.route(&Message::new("t".into(), Bytes::from_static(b"x"), QoS::AtLeastOnce, false), &LIMITS);
         assert_eq!(s.state.lock().queue.front().unwrap().qos, QoS::AtLeastOnce);
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn many_subscribers_are_each_served_once() {
         let router = Router::default();
-        let sessions: Vec<_> = (0..50).map(|i| Session::new(format!("s{i}").into(), false, ConnControl::new(i))).collect();
+        let sessions: Vec<_> = (0..50).map(|i| Session::new(format!("s{i}").into(), false, ConnControl::new(i), None)).collect();
         for s in &sessions {
             subscribe(&router, s, "t/#", QoS::AtMostOnce);
             subscribe(&router, s, "t/+", QoS::AtLeastOnce);

@@ -5,6 +5,7 @@ use crate::config::BrokerConfig;
 use crate::hooks::HookBridge;
 use crate::events::EventBus;
 use crate::message::SharedMessage;
+use crate::persistence::{Journal, PersistOp};
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::queue::QueueLimits;
@@ -23,6 +24,8 @@ pub struct BrokerState {
     pub auth: Auth,
     /// Present when at least one plugin hook is registered.
     pub hooks: Option<Arc<HookBridge>>,
+    /// Present when a persistence backend is configured.
+    pub journal: Option<Arc<Journal>>,
     /// Flips to true once when the broker stops.
     pub shutdown: watch::Receiver<bool>,
     next_conn_id: AtomicU64,
@@ -35,6 +38,7 @@ impl BrokerState {
         events: EventBus,
         hooks: Option<Arc<HookBridge>>,
         shutdown: watch::Receiver<bool>,
+        journal: Option<Arc<Journal>>,
     ) -> Self {
         let queue_limits = QueueLimits {
             max_messages: config.max_queued_messages,
@@ -50,7 +54,8 @@ impl BrokerState {
             stats,
             events,
             router: Router::default(),
-            registry: Registry::default(),
+            registry: Registry::with_journal(journal.clone()),
+            journal,
             shutdown,
             next_conn_id: AtomicU64::new(1),
         }
@@ -69,6 +74,13 @@ impl BrokerState {
     pub fn publish(&self, msg: SharedMessage) {
         if msg.retain {
             self.router.retain(&msg);
+            if let Some(journal) = &self.journal {
+                journal.record(if msg.payload.is_empty() {
+                    PersistOp::RetainedDelete { topic: msg.topic.to_string() }
+                } else {
+                    PersistOp::RetainedSet { msg: msg.clone() }
+                });
+            }
         }
         let (_, dropped) = self.router.route(&msg, &self.queue_limits);
         Stats::add(&self.stats.publish_dropped, dropped);

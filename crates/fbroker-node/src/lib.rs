@@ -12,7 +12,11 @@
 
 use fbroker_auth::{Acl, PasswordFile};
 use fbroker_core::auth::AuthSettings;
+use fbroker_core::broker::PersistenceSetup;
 use fbroker_core::hooks::{HookRequest, HookResponse, HookSink, RegisteredHooks};
+use fbroker_core::persistence::restore::{Snapshot, StoredInflight, StoredMessage, StoredSession};
+use fbroker_core::persistence::{PersistBatch, PersistMode, PersistOp, PersistSink, WillRecord};
+use fbroker_core::session::inflight::Stage;
 use fbroker_core::{
     Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerKind, ListenerTransport, LogLevel, QueueDropPolicy,
     TlsOptions, TlsSettings, WsSettings,
@@ -34,6 +38,104 @@ type EventsCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>,
 /// bounded by the number of connections. Weak: hooks alone do not keep
 /// Node alive; the events callback does.
 type HooksCallback = ThreadsafeFunction<Vec<NativeHookRequest>, (), Vec<NativeHookRequest>, Status, true, true, 0>;
+
+/// Persistence journal batches. Unbounded (0): a dropped batch would hold
+/// its publishers' acks forever; the control plane bounds what it buffers
+/// and fails batches past that bound instead. Weak, like hooks.
+type PersistCallback = ThreadsafeFunction<NativePersistBatch, (), NativePersistBatch, Status, true, true, 0>;
+
+/// A message as the persistence store keeps it. `id` is a decimal u64.
+#[napi(object)]
+pub struct NativeStoredMessage {
+    pub id: String,
+    pub topic: String,
+    pub payload: Buffer,
+    /// The publish QoS (a queue entry's delivery QoS is on its op).
+    pub qos: u32,
+    pub retain: bool,
+}
+
+#[napi(object)]
+pub struct NativeStoredWill {
+    pub topic: String,
+    pub payload: Buffer,
+    pub qos: u32,
+    pub retain: bool,
+}
+
+#[napi(object)]
+pub struct NativeStoredSubscription {
+    pub filter: String,
+    pub qos: u32,
+}
+
+#[napi(object)]
+pub struct NativeStoredInflight {
+    pub packet_id: u32,
+    /// `puback`, `pubrec` or `pubcomp`: the ack it waits for.
+    pub stage: String,
+    /// Absent for `pubcomp`.
+    pub message: Option<NativeStoredMessage>,
+    /// Delivery QoS.
+    pub qos: u32,
+    pub retain: Option<bool>,
+}
+
+#[napi(object)]
+pub struct NativeStoredSession {
+    pub client_id: String,
+    /// Epoch ms of the last disconnect; absent when the broker went down
+    /// while the client was connected (its will is then published).
+    pub disconnected_at_ms: Option<f64>,
+    pub will: Option<NativeStoredWill>,
+    pub subscriptions: Vec<NativeStoredSubscription>,
+    /// Oldest first; each message's `qos` here is the delivery QoS.
+    pub queue: Vec<NativeStoredMessage>,
+    pub inflight: Vec<NativeStoredInflight>,
+    pub incoming_qos2: Vec<u32>,
+}
+
+/// Turns persistence on: how acks relate to stores, and the state read
+/// back from the store.
+#[napi(object)]
+pub struct NativePersistence {
+    /// `ack_after_store` or `async`.
+    pub mode: String,
+    pub sessions: Vec<NativeStoredSession>,
+    pub retained: Vec<NativeStoredMessage>,
+}
+
+/// One journal batch: acknowledge it with `persistAck(seq, stored)`.
+/// Messages appear once per batch; ops name them by index.
+#[napi(object)]
+pub struct NativePersistBatch {
+    pub seq: f64,
+    pub messages: Vec<NativeStoredMessage>,
+    pub ops: Vec<NativePersistOp>,
+}
+
+/// `op` is one of session.save, session.delete, sub.add, sub.remove,
+/// queue.push, queue.remove, inflight.set, inflight.clear, incoming.add,
+/// incoming.remove, retained.set, retained.delete; the fields it uses are
+/// set.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativePersistOp {
+    pub op: String,
+    pub client_id: Option<String>,
+    /// Index into the batch's `messages`.
+    pub message: Option<u32>,
+    pub packet_id: Option<u32>,
+    pub stage: Option<String>,
+    /// Delivery QoS (queue.push, inflight.set) or granted QoS (sub.add).
+    pub qos: Option<u32>,
+    pub retain: Option<bool>,
+    pub filter: Option<String>,
+    pub topic: Option<String>,
+    pub connected: Option<bool>,
+    pub expiry_secs: Option<f64>,
+    pub will: Option<NativeStoredWill>,
+}
 
 /// One listener. TLS fields apply to `tls` and `wss`, WebSocket fields to
 /// `ws` and `wss`.
@@ -374,6 +476,156 @@ struct JsHookSink {
     callback: HooksCallback,
 }
 
+struct JsPersistSink {
+    callback: PersistCallback,
+}
+
+impl PersistSink for JsPersistSink {
+    fn deliver(&self, batch: PersistBatch) {
+        self.callback.call(Ok(to_native_batch(batch)), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+fn qos_of(n: u32) -> Result<fbroker_core::QoS> {
+    fbroker_core::QoS::from_u8(n.min(255) as u8).ok_or_else(|| Error::new(Status::InvalidArg, format!("stored qos {n} is not 0, 1 or 2")))
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::AwaitingPubAck => "puback",
+        Stage::AwaitingPubRec => "pubrec",
+        Stage::AwaitingPubComp => "pubcomp",
+    }
+}
+
+fn stored_message(m: NativeStoredMessage) -> Result<StoredMessage> {
+    let id = m.id.parse::<u64>().map_err(|_| Error::new(Status::InvalidArg, format!("stored message id {:?} is not a u64", m.id)))?;
+    Ok(StoredMessage { id, topic: m.topic, payload: bytes_from_buffer(m.payload), qos: qos_of(m.qos)?, retain: m.retain })
+}
+
+fn stored_will(w: NativeStoredWill) -> Result<WillRecord> {
+    Ok(WillRecord { topic: w.topic, payload: bytes_from_buffer(w.payload), qos: qos_of(w.qos)?, retain: w.retain })
+}
+
+fn to_persistence_setup(p: NativePersistence, sink: JsPersistSink) -> Result<PersistenceSetup> {
+    let mode = match p.mode.as_str() {
+        "ack_after_store" => PersistMode::AckAfterStore,
+        "async" => PersistMode::Async,
+        other => return Err(Error::new(Status::InvalidArg, format!("persistence mode {other:?} is not ack_after_store or async"))),
+    };
+    let mut sessions = Vec::with_capacity(p.sessions.len());
+    for s in p.sessions {
+        let mut inflight = Vec::with_capacity(s.inflight.len());
+        for e in s.inflight {
+            let stage = match e.stage.as_str() {
+                "puback" => Stage::AwaitingPubAck,
+                "pubrec" => Stage::AwaitingPubRec,
+                "pubcomp" => Stage::AwaitingPubComp,
+                other => return Err(Error::new(Status::InvalidArg, format!("stored in-flight stage {other:?}"))),
+            };
+            let packet_id = u16::try_from(e.packet_id).map_err(|_| Error::new(Status::InvalidArg, "stored packet id out of range"))?;
+            let message = e.message.map(stored_message).transpose()?.map(|mut m| {
+                m.retain = e.retain.unwrap_or(m.retain);
+                m
+            });
+            inflight.push(StoredInflight { packet_id, stage, message, qos: qos_of(e.qos)? });
+        }
+        sessions.push(StoredSession {
+            client_id: s.client_id,
+            disconnected_at: s.disconnected_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0.0) as u64)),
+            will: s.will.map(stored_will).transpose()?,
+            subscriptions: s.subscriptions.into_iter().map(|sub| Ok((sub.filter, qos_of(sub.qos)?))).collect::<Result<_>>()?,
+            queue: s.queue.into_iter().map(stored_message).collect::<Result<_>>()?,
+            inflight,
+            incoming_qos2: s.incoming_qos2.into_iter().filter_map(|id| u16::try_from(id).ok()).collect(),
+        });
+    }
+    let retained = p.retained.into_iter().map(stored_message).collect::<Result<_>>()?;
+    Ok(PersistenceSetup { mode, sink: Arc::new(sink), snapshot: Snapshot { sessions, retained } })
+}
+
+/// Converts a journal batch, each message once however many ops use it.
+fn to_native_batch(batch: PersistBatch) -> NativePersistBatch {
+    let mut messages = Vec::new();
+    let mut index: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut message_index = |msg: &fbroker_core::message::SharedMessage| -> u32 {
+        *index.entry(msg.id).or_insert_with(|| {
+            messages.push(NativeStoredMessage {
+                id: msg.id.to_string(),
+                topic: msg.topic.to_string(),
+                payload: Buffer::from(msg.payload.to_vec()),
+                qos: msg.qos as u32,
+                retain: msg.retain,
+            });
+            (messages.len() - 1) as u32
+        })
+    };
+    let will = |w: WillRecord| NativeStoredWill { topic: w.topic, payload: Buffer::from(w.payload.to_vec()), qos: w.qos as u32, retain: w.retain };
+    let ops = batch
+        .ops
+        .into_iter()
+        .map(|op| match op {
+            PersistOp::SessionSave { client_id, connected, expiry_secs, will: w } => NativePersistOp {
+                op: "session.save".into(),
+                client_id: Some(client_id.to_string()),
+                connected: Some(connected),
+                expiry_secs: expiry_secs.map(|s| s as f64),
+                will: w.map(will),
+                ..Default::default()
+            },
+            PersistOp::SessionDelete { client_id } => NativePersistOp { op: "session.delete".into(), client_id: Some(client_id.to_string()), ..Default::default() },
+            PersistOp::SubscriptionAdd { client_id, filter, qos } => NativePersistOp {
+                op: "sub.add".into(),
+                client_id: Some(client_id.to_string()),
+                filter: Some(filter),
+                qos: Some(qos as u32),
+                ..Default::default()
+            },
+            PersistOp::SubscriptionRemove { client_id, filter } => {
+                NativePersistOp { op: "sub.remove".into(), client_id: Some(client_id.to_string()), filter: Some(filter), ..Default::default() }
+            }
+            PersistOp::QueuePush { client_id, msg, qos, retain } => NativePersistOp {
+                op: "queue.push".into(),
+                client_id: Some(client_id.to_string()),
+                message: Some(message_index(&msg)),
+                qos: Some(qos as u32),
+                retain: Some(retain),
+                ..Default::default()
+            },
+            PersistOp::QueueRemove { client_id, msg } => NativePersistOp {
+                op: "queue.remove".into(),
+                client_id: Some(client_id.to_string()),
+                message: Some(message_index(&msg)),
+                ..Default::default()
+            },
+            PersistOp::InflightSet { client_id, packet_id, stage, msg, qos, retain } => NativePersistOp {
+                op: "inflight.set".into(),
+                client_id: Some(client_id.to_string()),
+                packet_id: Some(packet_id as u32),
+                stage: Some(stage_name(stage).into()),
+                message: msg.as_ref().map(&mut message_index),
+                qos: Some(qos as u32),
+                retain: Some(retain),
+                ..Default::default()
+            },
+            PersistOp::InflightClear { client_id, packet_id } => {
+                NativePersistOp { op: "inflight.clear".into(), client_id: Some(client_id.to_string()), packet_id: Some(packet_id as u32), ..Default::default() }
+            }
+            PersistOp::IncomingAdd { client_id, packet_id } => {
+                NativePersistOp { op: "incoming.add".into(), client_id: Some(client_id.to_string()), packet_id: Some(packet_id as u32), ..Default::default() }
+            }
+            PersistOp::IncomingRemove { client_id, packet_id } => {
+                NativePersistOp { op: "incoming.remove".into(), client_id: Some(client_id.to_string()), packet_id: Some(packet_id as u32), ..Default::default() }
+            }
+            PersistOp::RetainedSet { msg } => {
+                NativePersistOp { op: "retained.set".into(), topic: Some(msg.topic.to_string()), message: Some(message_index(&msg)), ..Default::default() }
+            }
+            PersistOp::RetainedDelete { topic } => NativePersistOp { op: "retained.delete".into(), topic: Some(topic), ..Default::default() },
+        })
+        .collect();
+    NativePersistBatch { seq: batch.seq as f64, messages, ops }
+}
+
 impl HookSink for JsHookSink {
     fn deliver(&self, batch: Vec<(u64, HookRequest)>) {
         let requests = batch.into_iter().map(|(id, r)| to_native_hook_request(id, r)).collect();
@@ -473,6 +725,7 @@ pub struct StartTask {
     config: Option<BrokerConfig>,
     sink: Option<JsEventSink>,
     hook_sink: Option<JsHookSink>,
+    persistence: Option<PersistenceSetup>,
 }
 
 impl Task for StartTask {
@@ -483,7 +736,7 @@ impl Task for StartTask {
         let config = self.config.take().expect("start runs once");
         let sink = self.sink.take().expect("start runs once");
         let hook_sink = self.hook_sink.take().map(|s| Arc::new(s) as Arc<dyn HookSink>);
-        Broker::start(config, Arc::new(sink), hook_sink).map_err(|e| Error::new(Status::GenericFailure, e))
+        Broker::start(config, Arc::new(sink), hook_sink, self.persistence.take()).map_err(|e| Error::new(Status::GenericFailure, e))
     }
 
     fn resolve(&mut self, _env: Env, broker: Broker) -> Result<NativeBroker> {
@@ -515,14 +768,29 @@ impl NativeBroker {
     /// through `onEvents(err, events)`.
     #[napi(
         catch_unwind,
-        ts_args_type = "config: NativeBrokerConfig, onEvents: (err: Error | null, events: NativeEvent[]) => void, onHooks?: (err: Error | null, requests: NativeHookRequest[]) => void",
+        ts_args_type = "config: NativeBrokerConfig, onEvents: (err: Error | null, events: NativeEvent[]) => void, onHooks?: ((err: Error | null, requests: NativeHookRequest[]) => void) | null, persistence?: NativePersistence | null, onPersist?: ((err: Error | null, batch: NativePersistBatch) => void) | null",
         ts_return_type = "Promise<NativeBroker>"
     )]
     pub fn start(
         config: NativeBrokerConfig,
         on_events: Function<'_, Vec<NativeEvent>, ()>,
         on_hooks: Option<Function<'_, Vec<NativeHookRequest>, ()>>,
+        persistence: Option<NativePersistence>,
+        on_persist: Option<Function<'_, NativePersistBatch, ()>>,
     ) -> Result<AsyncTask<StartTask>> {
+        let persistence = match (persistence, on_persist) {
+            (Some(p), Some(f)) => {
+                let callback: PersistCallback = f
+                    .build_threadsafe_function::<NativePersistBatch>()
+                    .callee_handled::<true>()
+                    .weak::<true>()
+                    .max_queue_size::<0>()
+                    .build()?;
+                Some(to_persistence_setup(p, JsPersistSink { callback })?)
+            }
+            (Some(_), None) => return Err(Error::new(Status::InvalidArg, "persistence needs an onPersist callback")),
+            _ => None,
+        };
         let config = to_core_config(config)?;
         let callback: EventsCallback =
             on_events.build_threadsafe_function::<Vec<NativeEvent>>().callee_handled::<true>().max_queue_size::<1024>().build()?;
@@ -538,7 +806,7 @@ impl NativeBroker {
             }
             _ => None,
         };
-        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink }))
+        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink, persistence }))
     }
 
     /// Which events to send: a mask of clientConnected = 1,
@@ -577,6 +845,13 @@ impl NativeBroker {
         let acl = acl_file.as_deref().map(parse_acl).transpose()?;
         self.inner.reload_auth(password_file, acl);
         Ok(())
+    }
+
+    /// The control plane's answer for journal batch `seq`: stored, or not
+    /// (then the publishes waiting for it are refused). Acks go in order.
+    #[napi(catch_unwind)]
+    pub fn persist_ack(&self, seq: f64, stored: bool) {
+        self.inner.persist_ack(seq as u64, stored);
     }
 
     /// Re-reads every TLS listener's certificate, key and CA files; new

@@ -5,6 +5,8 @@ use crate::config::LogLevel;
 use crate::events::{BrokerEvent, DisconnectReason, EventKind};
 use crate::hooks::{HookRequest, HookResponse};
 use crate::message::Message;
+use crate::persistence::{HeldAckKind, PersistOp};
+use crate::session::inflight::Stage;
 use crate::router::SubscriptionEntry;
 use crate::topic::{validate_topic_filter, validate_topic_name};
 use fbroker_codec::{reason, Packet, Properties, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
@@ -19,11 +21,28 @@ impl Connection {
             Packet::Publish(publish) => self.on_publish(publish, publish_allowed),
             Packet::PubAck(ack) => {
                 let done = self.session.state.lock().inflight.puback(ack.packet_id);
+                if done.is_some() {
+                    self.session.journal(|client_id| PersistOp::InflightClear { client_id, packet_id: ack.packet_id });
+                }
                 self.report_acked(done);
                 Flow::Continue
             }
             Packet::PubRec(ack) => {
-                self.session.state.lock().inflight.pubrec(ack.packet_id);
+                let (received, qos) = {
+                    let mut st = self.session.state.lock();
+                    let qos = st.inflight.iter().find(|e| e.packet_id == ack.packet_id).map(|e| e.qos);
+                    (st.inflight.pubrec(ack.packet_id), qos)
+                };
+                if received {
+                    self.session.journal(|client_id| PersistOp::InflightSet {
+                        client_id,
+                        packet_id: ack.packet_id,
+                        stage: Stage::AwaitingPubComp,
+                        msg: None,
+                        qos: qos.unwrap_or(QoS::ExactlyOnce),
+                        retain: false,
+                    });
+                }
                 // Answered even for an unknown id, so the sender can finish
                 // its flow [MQTT-4.3.3-1].
                 self.send_ack(Packet::PubRel, ack.packet_id);
@@ -31,12 +50,19 @@ impl Connection {
             }
             Packet::PubComp(ack) => {
                 let done = self.session.state.lock().inflight.pubcomp(ack.packet_id);
+                if done.is_some() {
+                    self.session.journal(|client_id| PersistOp::InflightClear { client_id, packet_id: ack.packet_id });
+                }
                 self.report_acked(done);
                 Flow::Continue
             }
             Packet::PubRel(ack) => {
-                self.session.state.lock().incoming_qos2.remove(&ack.packet_id);
-                self.send_ack(Packet::PubComp, ack.packet_id);
+                let known = self.session.state.lock().incoming_qos2.remove(&ack.packet_id);
+                if known {
+                    self.session.journal(|client_id| PersistOp::IncomingRemove { client_id, packet_id: ack.packet_id });
+                }
+                self.start_ticket();
+                self.ack_after_store(HeldAckKind::PubComp, ack.packet_id);
                 Flow::Continue
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, None),
@@ -87,20 +113,25 @@ impl Connection {
             }
             QoS::AtLeastOnce => {
                 let packet_id = publish.packet_id.unwrap_or(0);
+                self.start_ticket();
                 if deliver {
                     self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
                 }
-                self.send_ack(Packet::PubAck, packet_id);
+                self.ack_after_store(HeldAckKind::PubAck, packet_id);
             }
             QoS::ExactlyOnce => {
                 let packet_id = publish.packet_id.unwrap_or(0);
                 // Route once per packet id until PUBREL: a re-sent PUBLISH
                 // (DUP) must not be delivered twice [MQTT-4.3.3-2].
+                self.start_ticket();
                 let first = self.session.state.lock().incoming_qos2.insert(packet_id);
-                if first && deliver {
-                    self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
+                if first {
+                    self.session.journal(|client_id| PersistOp::IncomingAdd { client_id, packet_id });
+                    if deliver {
+                        self.state.publish(Message::new(publish.topic, publish.payload, publish.qos, publish.retain));
+                    }
                 }
-                self.send_ack(Packet::PubRec, packet_id);
+                self.ack_after_store(HeldAckKind::PubRec, packet_id);
             }
         }
         Flow::Continue
@@ -137,6 +168,7 @@ impl Connection {
                 // [MQTT-3.8.4-3].
                 trie.insert(&request.filter, self.session.client_id.clone(), entry);
                 st.subscriptions.insert(request.filter.clone(), options);
+                self.session.journal(|client_id| PersistOp::SubscriptionAdd { client_id, filter: request.filter.clone(), qos: options.qos });
                 return_codes.push(options.qos as u8);
                 granted.push((request.filter.clone(), options.qos as u8));
             }
@@ -214,6 +246,7 @@ impl Connection {
                 if existed {
                     trie.remove(filter, &self.session.client_id);
                     removed.push(filter.clone());
+                    self.session.journal(|client_id| PersistOp::SubscriptionRemove { client_id, filter: filter.clone() });
                 }
                 if self.version.is_v5() {
                     reason_codes.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });

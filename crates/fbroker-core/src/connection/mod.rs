@@ -16,6 +16,7 @@ use crate::events::{BrokerEvent, DisconnectReason, EventKind};
 use crate::hooks::ClientInfo;
 use fbroker_auth::ClientAcl;
 use crate::message::Message;
+use crate::persistence::{HeldAck, HeldAckKind, Journal, PersistMode, PersistOp, WillRecord};
 use crate::session::inflight::{InflightEntry, Stage};
 use crate::session::{ConnControl, Session};
 use crate::state::BrokerState;
@@ -224,7 +225,14 @@ async fn handshake_session(
         username: client.username.clone(),
         hook_client: hooks.is_some().then_some(client),
         publish_verdicts: None,
+        held_acks: None,
     };
+    conn.session.journal(|client_id| PersistOp::SessionSave {
+        client_id,
+        connected: true,
+        expiry_secs: state.config.session_expiry.map(|d| d.as_secs()),
+        will: conn.will.as_ref().map(|w| WillRecord { topic: w.topic.to_string(), payload: w.payload.clone(), qos: w.qos, retain: w.retain }),
+    });
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: attached.session_present,
         code: connack_code::ACCEPTED,
@@ -301,6 +309,29 @@ pub(crate) struct Connection {
     pub(crate) hook_client: Option<ClientInfo>,
     /// Plugins' recent `authorizePublish` answers by topic.
     pub(crate) publish_verdicts: Option<Box<crate::connection::publish_auth::VerdictCache>>,
+    /// Acks waiting for the persistence store (acknowledge-after-store).
+    held_acks: Option<Box<HeldAcks>>,
+}
+
+/// PUBACK/PUBREC/PUBCOMP held back, in the order they must go out
+/// [MQTT-4.6.0-2], [MQTT-4.6.0-3], until the batches they wait for are
+/// stored.
+struct HeldAcks {
+    queue: std::collections::VecDeque<HeldAck>,
+    settled: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Resolves when the journal settles another batch while acks are held;
+/// never otherwise.
+async fn held_acks_settled(held: &mut Option<Box<HeldAcks>>) {
+    match held {
+        Some(h) if !h.queue.is_empty() => {
+            if h.settled.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }
 
 /// The outcome of decoding and handling one packet synchronously.
@@ -326,6 +357,64 @@ impl Connection {
         self.send(&make(Ack::new(packet_id)));
     }
 
+    fn send_held(&mut self, kind: HeldAckKind, packet_id: u16) {
+        let make = match kind {
+            HeldAckKind::PubAck => Packet::PubAck,
+            HeldAckKind::PubRec => Packet::PubRec,
+            HeldAckKind::PubComp => Packet::PubComp,
+        };
+        self.send_ack(make, packet_id);
+    }
+
+    /// Forgets any journal ticket left on this thread, before handling a
+    /// publish whose own ticket `ack_after_store` will take.
+    pub(crate) fn start_ticket(&self) {
+        if self.state.journal.is_some() {
+            Journal::take_ticket();
+        }
+    }
+
+    /// Sends the ack of an inbound publish, or holds it until the journal
+    /// batch with the publish's durable ops is stored. An ack with nothing
+    /// to wait for still queues behind held ones to keep the order.
+    pub(crate) fn ack_after_store(&mut self, kind: HeldAckKind, packet_id: u16) {
+        let ticket = match &self.state.journal {
+            Some(journal) if journal.mode == PersistMode::AckAfterStore => Journal::take_ticket(),
+            _ => 0,
+        };
+        let holding = self.held_acks.as_ref().is_some_and(|h| !h.queue.is_empty());
+        if ticket == 0 && !holding {
+            self.send_held(kind, packet_id);
+            return;
+        }
+        let journal = self.state.journal.as_ref().expect("a ticket comes from the journal");
+        let held = self.held_acks.get_or_insert_with(|| Box::new(HeldAcks { queue: Default::default(), settled: journal.subscribe_settled() }));
+        held.queue.push_back(HeldAck { ticket, kind, packet_id });
+    }
+
+    /// Sends the held acks whose batches are stored; a failed batch closes
+    /// the connection without acking (the client re-sends after
+    /// reconnecting).
+    fn release_held_acks(&mut self) -> Result<(), DisconnectReason> {
+        let Some(journal) = self.state.journal.clone() else { return Ok(()) };
+        loop {
+            let Some(held) = self.held_acks.as_mut() else { return Ok(()) };
+            let settled = *held.settled.borrow_and_update();
+            let Some(front) = held.queue.front().copied() else { return Ok(()) };
+            if front.ticket > settled {
+                return Ok(());
+            }
+            if front.ticket != 0 && journal.failed(front.ticket) {
+                self.state.events.log(LogLevel::Warn, Some(&self.client_id), || {
+                    "the persistence store could not take a publish: closing the connection without acknowledging it".into()
+                });
+                return Err(DisconnectReason::StorageUnavailable);
+            }
+            held.queue.pop_front();
+            self.send_held(front.kind, front.packet_id);
+        }
+    }
+
     async fn run(&mut self) -> DisconnectReason {
         let mut shutdown = self.state.shutdown.clone();
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
@@ -334,6 +423,11 @@ impl Connection {
         loop {
             if let Some(reason) = self.control.kicked() {
                 return reason;
+            }
+            if self.held_acks.is_some() {
+                if let Err(reason) = self.release_held_acks() {
+                    return reason;
+                }
             }
             self.drain_session();
             if let Err(reason) = self.flush_now() {
@@ -347,6 +441,7 @@ impl Connection {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
                 _ = self.control.woken() => {}
+                _ = held_acks_settled(&mut self.held_acks) => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
                         return DisconnectReason::SocketError;
@@ -540,6 +635,18 @@ impl Connection {
             }
             if item.qos != QoS::AtMostOnce {
                 let stage = if item.qos == QoS::AtLeastOnce { Stage::AwaitingPubAck } else { Stage::AwaitingPubRec };
+                if let Some(journal) = &self.session.journal {
+                    let client_id = &self.session.client_id;
+                    journal.record(PersistOp::QueueRemove { client_id: client_id.clone(), msg: item.msg.clone() });
+                    journal.record(PersistOp::InflightSet {
+                        client_id: client_id.clone(),
+                        packet_id,
+                        stage,
+                        msg: Some(item.msg.clone()),
+                        qos: item.qos,
+                        retain: item.retain,
+                    });
+                }
                 st.inflight.push(InflightEntry { packet_id, msg: item.msg, qos: item.qos, retain: item.retain, stage });
             }
             sent += 1;
@@ -645,7 +752,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let events = EventBus::start(Arc::new(Discard), LogLevel::Info, stats.clone());
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, None, rx));
+        let state = Arc::new(BrokerState::new(BrokerConfig::default(), stats, events, None, rx, None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -62,6 +62,13 @@ impl OutboundInflight {
         self.entries.push_back(entry);
     }
 
+    /// An entry read back from the persistence store; later ids continue
+    /// after it.
+    pub fn restore(&mut self, entry: InflightEntry) {
+        self.last_packet_id = self.last_packet_id.max(entry.packet_id);
+        self.entries.push_back(entry);
+    }
+
     fn position(&self, packet_id: u16, stage: Stage) -> Option<usize> {
         self.entries.iter().position(|e| e.packet_id == packet_id && e.stage == stage)
     }

@@ -7,6 +7,7 @@ pub mod queue;
 
 use crate::events::DisconnectReason;
 use crate::message::SharedMessage;
+use crate::persistence::{Journal, PersistOp};
 use fbroker_auth::ClientAcl;
 use ahash::{AHashMap, AHashSet};
 use fbroker_codec::{QoS, SubscriptionOptions};
@@ -86,10 +87,22 @@ impl SessionState {
 pub struct Session {
     pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
+    /// Where changes to this session are journaled: present for persistent
+    /// sessions when a persistence backend is configured.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, persistent: bool, owner: Arc<ConnControl>) -> Arc<Session> {
+    pub fn new(client_id: Arc<str>, persistent: bool, owner: Arc<ConnControl>, journal: Option<Arc<Journal>>) -> Arc<Session> {
+        Self::build(client_id, persistent, Some(owner), journal.filter(|_| persistent))
+    }
+
+    /// A persistent session without a connection (restored at start).
+    pub fn offline(client_id: Arc<str>, journal: Option<Arc<Journal>>) -> Arc<Session> {
+        Self::build(client_id, true, None, journal)
+    }
+
+    fn build(client_id: Arc<str>, persistent: bool, owner: Option<Arc<ConnControl>>, journal: Option<Arc<Journal>>) -> Arc<Session> {
         Arc::new(Session {
             client_id,
             state: Mutex::new(SessionState {
@@ -98,12 +111,38 @@ impl Session {
                 queue: MessageQueue::default(),
                 inflight: OutboundInflight::default(),
                 incoming_qos2: AHashSet::new(),
-                owner: Some(owner),
+                owner,
                 disconnected_at: None,
                 acl: None,
                 username: None,
             }),
+            journal,
         })
+    }
+
+    /// Journals `op` when this session is persisted.
+    pub fn journal(&self, op: impl FnOnce(Arc<str>) -> PersistOp) {
+        if let Some(journal) = &self.journal {
+            journal.record(op(self.client_id.clone()));
+        }
+    }
+
+    /// Pushes onto the queue, journaling what a persisted session stores:
+    /// QoS 1/2 messages in, and what the limits evicted out.
+    fn push(&self, queue: &mut MessageQueue, item: Queued, limits: &QueueLimits) -> PushOutcome {
+        let Some(journal) = self.journal.as_ref().filter(|_| item.qos != QoS::AtMostOnce) else {
+            return queue.push(item, limits);
+        };
+        let (msg, qos, retain) = (item.msg.clone(), item.qos, item.retain);
+        let outcome = queue.push_reporting(item, limits, |evicted| {
+            if evicted.qos != QoS::AtMostOnce {
+                journal.record(PersistOp::QueueRemove { client_id: self.client_id.clone(), msg: evicted.msg.clone() });
+            }
+        });
+        if !matches!(outcome, PushOutcome::Rejected) {
+            journal.record(PersistOp::QueuePush { client_id: self.client_id.clone(), msg, qos, retain });
+        }
+        outcome
     }
 
     /// Queues a message for this session and wakes its connection. Returns
@@ -124,14 +163,14 @@ impl Session {
             if qos == QoS::AtMostOnce || !st.persistent {
                 return 0;
             }
-            return match st.queue.push(Queued { msg, qos, retain }, limits) {
+            return match self.push(&mut st.queue, Queued { msg, qos, retain }, limits) {
                 PushOutcome::Queued => 0,
                 PushOutcome::QueuedAfterDropping(n) => n,
                 PushOutcome::Rejected => 1,
             };
         };
         let was_empty = st.queue.is_empty();
-        let dropped = match st.queue.push(Queued { msg, qos, retain }, limits) {
+        let dropped = match self.push(&mut st.queue, Queued { msg, qos, retain }, limits) {
             PushOutcome::Queued => 0,
             PushOutcome::QueuedAfterDropping(n) => n,
             PushOutcome::Rejected => 1,

@@ -66,6 +66,12 @@ impl MessageQueue {
     }
 
     pub fn push(&mut self, item: Queued, limits: &QueueLimits) -> PushOutcome {
+        self.push_reporting(item, limits, |_| {})
+    }
+
+    /// `push`, calling `evicted` with each message the drop-oldest policy
+    /// discards to make room.
+    pub fn push_reporting(&mut self, item: Queued, limits: &QueueLimits, mut evicted: impl FnMut(&Queued)) -> PushOutcome {
         let size = item.msg.payload.len();
         if limits.max_bytes != 0 && size > limits.max_bytes {
             // Could never fit, whatever the policy.
@@ -83,14 +89,16 @@ impl MessageQueue {
                 PushOutcome::Rejected
             }
             QueueDropPolicy::DropOldest => {
-                let mut evicted = 0;
-                while self.over(limits, 1, size) && self.pop_front().is_some() {
-                    evicted += 1;
+                let mut count = 0;
+                while self.over(limits, 1, size) {
+                    let Some(old) = self.pop_front() else { break };
+                    evicted(&old);
+                    count += 1;
                 }
-                self.dropped += evicted;
+                self.dropped += count;
                 self.bytes += size;
                 self.items.push_back(item);
-                PushOutcome::QueuedAfterDropping(evicted)
+                PushOutcome::QueuedAfterDropping(count)
             }
         }
     }
