@@ -2,7 +2,7 @@
 // Benchmark runner: compares fbroker with peer MQTT brokers in the same run.
 //
 //   node bench/run.mjs [--quick|--full] [--brokers fbroker,mosquitto,aedes,rumqttd]
-//                      [--scenarios fanin,fanout,roundtrip,idle,connrate,crosscheck] [--no-pin]
+//                      [--scenarios fanin,fanout,roundtrip,idle,connrate,crosscheck|fanin-tls,fanin-ws,fanin-wss|all] [--no-pin]
 //                      [--wait-quiet SECS]  (before each run, wait up to SECS for other load < 0.3 cores)
 //
 // For each scenario and each broker: start the broker on a free loopback port
@@ -10,7 +10,10 @@
 // broker's CPU time and RSS from /proc, stop the broker. Prints one Markdown
 // table per scenario variant and writes bench/results/<date>[-quick].{md,json,png}.
 // The crosscheck scenario drives the brokers with a third-party tool
-// (mqtt-benchmark, Go) instead of bench/loadgen.
+// (mqtt-benchmark, Go) instead of bench/loadgen. fanin-tls, fanin-ws and
+// fanin-wss (not in the default set) run the fan-in sweep over plain TCP and
+// over each of those transports, broker by broker, and report each
+// transport's cost relative to TCP.
 // Node built-ins only. See bench/README.md for the method.
 
 import { spawn, spawnSync } from 'node:child_process'
@@ -28,7 +31,12 @@ const LOADGEN = path.join(BENCH, 'loadgen', 'target', 'release', 'fbroker-loadge
 const PEERS = path.join(BENCH, 'peers')
 const HOST = '127.0.0.1'
 const ALL_BROKERS = ['fbroker', 'mosquitto', 'aedes', 'rumqttd']
-const ALL_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate', 'crosscheck']
+const DEFAULT_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate', 'crosscheck']
+// Transport variants of fanin: `fanin-<t>` runs the sweep over TCP and over <t>.
+const TRANSPORT_SCENARIOS = { 'fanin-tls': 'tls', 'fanin-ws': 'ws', 'fanin-wss': 'wss' }
+const ALL_SCENARIOS = [...DEFAULT_SCENARIOS, ...Object.keys(TRANSPORT_SCENARIOS)]
+const TRANSPORT_NAMES = { tcp: 'TCP', tls: 'TLS', ws: 'WebSocket', wss: 'WebSocket over TLS' }
+const WS_PATH = '/mqtt'
 // Third-party load tool for the crosscheck scenario (bench/setup.sh installs it).
 const MQTT_BENCHMARK = path.join(PEERS, 'go', 'bin', 'mqtt-benchmark')
 
@@ -39,10 +47,11 @@ const { values: opts } = parseArgs({
     quick: { type: 'boolean', default: false },
     full: { type: 'boolean', default: false },
     brokers: { type: 'string', default: ALL_BROKERS.join(',') },
-    scenarios: { type: 'string', default: ALL_SCENARIOS.join(',') },
+    scenarios: { type: 'string', default: DEFAULT_SCENARIOS.join(',') },
     'no-pin': { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '0' },
     'out-dir': { type: 'string', default: path.join(BENCH, 'results') },
+    'out-name': { type: 'string', default: '' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
@@ -53,7 +62,7 @@ if (opts.help) {
 if (opts.quick && opts.full) die('--quick and --full are exclusive')
 const PROFILE = opts.quick ? 'quick' : 'full'
 const brokers = list(opts.brokers, ALL_BROKERS, 'broker')
-const scenarios = list(opts.scenarios, ALL_SCENARIOS, 'scenario')
+const scenarios = opts.scenarios.trim() === 'all' ? ALL_SCENARIOS : list(opts.scenarios, ALL_SCENARIOS, 'scenario')
 const PIN = !opts['no-pin'] && os.availableParallelism() >= 2 && has('taskset')
 
 function list(text, allowed, what) {
@@ -183,7 +192,18 @@ function plan(profile) {
     v.push(crosscheck(1, 10, 20000))
     v.push(crosscheck(0, 10, 100000))
   }
-  return v.filter((x) => scenarios.includes(x.scenario))
+  // fanin over other transports: one variant for every transport asked for,
+  // so the TCP baseline runs once and each broker runs its transports back to
+  // back (TCP first).
+  const transports = Object.entries(TRANSPORT_SCENARIOS).filter(([sc]) => scenarios.includes(sc)).map(([, t]) => t)
+  if (transports.length) {
+    const names = ['tcp', ...transports].map((t) => TRANSPORT_NAMES[t]).join(', ')
+    const rates = q ? '25k,50k,100k,200k,400k,800k,1600k' : '20k,40k,80k,160k,320k,640k,1280k,2560k'
+    v.push(variant('fanin-transports', `fanin over ${names}: 10 publishers → 1 subscriber (bench/+/x), QoS 0, 16 B, rate sweep`,
+      ['fanin-sweep', '--publishers', '10', '--payload', '16', '--rates', rates, '--duration-secs', q ? '1.5' : '5', '--drain-max-secs', q ? '1' : '3', ...(q ? ['--drain-idle-ms', '300'] : [])],
+      { firstRate: q ? '25k' : '20k', transports: ['tcp', ...transports] }))
+  }
+  return v.filter((x) => scenarios.includes(x.scenario) || x.scenario === 'fanin-transports')
 }
 
 function step0(r) {
@@ -220,12 +240,22 @@ function locate(name) {
       const dirty = sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
       return {
         version: `fbroker ${pkg.version} (git ${rev ?? '?'}${dirty ? ', with uncommitted changes' : ''}), node ${process.version}; addon ${ADDON_AT_START ?? '?'}`,
-        cmd: (port, tmp) => {
+        // Other transports: a `listeners` item next to the TCP listener of
+        // `--port` (which a `listeners` list keeps only because --port is given).
+        supports: (type) => (type === 'tcp' || listenersInConfig() ? null : `this build's config has no \`listeners\` key (packages/fbroker/dist/config/listeners.js missing: rebuild with npm run build)`),
+        cmd: (port, tmp, t) => {
           const cfg = path.join(tmp, 'fbroker.json')
-          fs.writeFileSync(cfg, JSON.stringify({ max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0 }, null, 2) + '\n')
+          const conf = { max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0 }
+          if (t) {
+            const l = { type: t.type, host: HOST, port: t.port }
+            if (t.tls) Object.assign(l, { cert: t.cert, key: t.key })
+            if (t.ws) l.path = t.path
+            conf.listeners = [l]
+          }
+          fs.writeFileSync(cfg, JSON.stringify(conf, null, 2) + '\n')
           return ['node', path.relative(ROOT, main), 'start', '--host', HOST, '--port', String(port), '--log-level', 'warn', '--config', cfg]
         },
-        config: 'anonymous, in-memory; config file `{max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0}`; worker_threads default (one per core it may run on: 1 when pinned)',
+        config: 'anonymous, in-memory; config file `{max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0}`, plus for the transport runs `listeners: [{type: tls|ws|wss, host, port, cert, key, path: /mqtt}]` (the TCP listener of `--port` stays); worker_threads default (one per core it may run on: 1 when pinned)',
       }
     }
     case 'mosquitto': {
@@ -234,8 +264,20 @@ function locate(name) {
       const v = (spawnSync(bin, ['-h'], { encoding: 'utf8' }).stdout || '').split('\n')[0].trim()
       return {
         version: v || 'mosquitto (version unknown)',
-        cmd: (port, tmp) => {
+        supports: () => null,
+        cmd: (port, tmp, t) => {
           const conf = path.join(tmp, 'mosquitto.conf')
+          const extra = []
+          if (t) {
+            // libwebsockets (built into Debian's 2.0.11) takes the listener's
+            // host as an interface name: `127.0.0.1` would bind every
+            // address, `lo` binds loopback only. 2.0.11 also refuses to start
+            // with websockets listeners only ("Unable to start any listening
+            // sockets"), so the TCP listener above stays.
+            extra.push(`listener ${t.port} ${t.ws ? 'lo' : HOST}`, 'max_connections -1')
+            if (t.ws) extra.push('protocol websockets')
+            if (t.tls) extra.push(`cafile ${t.ca}`, `certfile ${t.cert}`, `keyfile ${t.key}`)
+          }
           fs.writeFileSync(conf, [
             `listener ${port} ${HOST}`,
             'allow_anonymous true',
@@ -247,6 +289,7 @@ function locate(name) {
             'max_queued_messages 1000',
             'max_connections -1',
             'set_tcp_nodelay true',
+            ...extra,
             '',
           ].join('\n'))
           // Run it under a name of its own: scripts elsewhere in the repo stop
@@ -256,7 +299,7 @@ function locate(name) {
           fs.symlinkSync(bin, link)
           return [link, '-c', conf]
         },
-        config: 'mosquitto.conf: anonymous, `persistence false`, `max_inflight_messages 20`, `max_queued_messages 1000`, `max_connections -1`, `set_tcp_nodelay true`; started through a symlink named `mosquitto-bench` in the temp dir (so `pkill -x mosquitto` elsewhere cannot stop it mid-run)',
+        config: 'mosquitto.conf: anonymous, `persistence false`, `max_inflight_messages 20`, `max_queued_messages 1000`, `max_connections -1`, `set_tcp_nodelay true`; transport runs add a second listener (`cafile`/`certfile`/`keyfile` for TLS, `protocol websockets` on `lo` for WebSocket); started through a symlink named `mosquitto-bench` in the temp dir (so `pkill -x mosquitto` elsewhere cannot stop it mid-run)',
       }
     }
     case 'aedes': {
@@ -265,8 +308,19 @@ function locate(name) {
       const { version } = JSON.parse(fs.readFileSync(pj, 'utf8'))
       return {
         version: `aedes ${version}, node ${process.version}`,
-        cmd: (port) => ['node', path.relative(ROOT, path.join(PEERS, 'aedes-server.mjs')), '--host', HOST, '--port', String(port)],
-        config: 'bench/peers/aedes-server.mjs: `Aedes.createBroker()` defaults (in-memory persistence, concurrency 100; no per-client inflight/queue limits), `net.createServer` with `setNoDelay(true)`',
+        supports: (type) => {
+          if (!type.startsWith('ws')) return null
+          const wsPj = path.join(PEERS, 'node_modules', 'ws', 'package.json')
+          return fs.existsSync(wsPj) ? null : 'not supported in this setup: the npm package ws is not installed in bench/peers (bench/setup.sh installs it)'
+        },
+        cmd: (port, tmp, t) => {
+          const argv = ['node', path.relative(ROOT, path.join(PEERS, 'aedes-server.mjs')), '--host', HOST, '--port', String(port)]
+          if (t) argv.push(`--${t.type}-port`, String(t.port))
+          if (t?.tls) argv.push('--cert', t.cert, '--key', t.key)
+          if (t?.ws) argv.push('--ws-path', t.path)
+          return argv
+        },
+        config: `bench/peers/aedes-server.mjs: \`Aedes.createBroker()\` defaults (in-memory persistence, concurrency 100; no per-client inflight/queue limits), \`net.createServer\` with \`setNoDelay(true)\`; TLS: \`tls.createServer\`; WebSocket: \`http\`/\`https.createServer\` + ws ${wsVersion() ?? '(missing)'} \`WebSocketServer\` + \`createWebSocketStream\``,
       }
     }
     case 'rumqttd': {
@@ -275,8 +329,19 @@ function locate(name) {
       const v = sh(bin, ['--version']) ?? 'rumqttd'
       return {
         version: v,
-        cmd: (port, tmp) => {
+        // Built with its default features (use-rustls, websocket): TLS on a
+        // v4 listener, WebSocket (and WebSocket over TLS) on a [ws] listener.
+        supports: () => null,
+        cmd: (port, tmp, t) => {
           const conf = path.join(tmp, 'rumqttd.toml')
+          const connections = ['connection_timeout_ms = 10000', 'max_payload_size = 1048576', 'max_inflight_count = 20', 'dynamic_filters = true']
+          const extra = []
+          if (t) {
+            const sec = t.ws ? 'ws.1' : 'v4.2'
+            extra.push(`[${sec}]`, `name = "${t.type}-1"`, `listen = "${HOST}:${t.port}"`, 'next_connection_delay_ms = 0')
+            if (t.tls) extra.push(`[${sec}.tls]`, `certpath = "${t.cert}"`, `keypath = "${t.key}"`)
+            extra.push(`[${sec}.connections]`, ...connections, '')
+          }
           fs.writeFileSync(conf, [
             'id = 0',
             '[router]',
@@ -296,14 +361,24 @@ function locate(name) {
             'max_inflight_count = 20',
             'dynamic_filters = true',
             '',
+            ...extra,
           ].join('\n'))
           return [path.relative(ROOT, bin), '-q', '-c', conf]
         },
-        config: 'rumqttd.toml: one v4 listener, `max_inflight_count 20`, `max_payload_size 1048576`, `next_connection_delay_ms 0`, router `max_connections 20010`; no console, no prometheus',
+        config: 'rumqttd.toml: one v4 listener, `max_inflight_count 20`, `max_payload_size 1048576`, `next_connection_delay_ms 0`, router `max_connections 20010`; no console, no prometheus; transport runs add a `[v4.2]` listener with `[v4.2.tls]` certpath/keypath (TLS) or a `[ws.1]` listener (with `[ws.1.tls]` for WebSocket over TLS), same connection settings',
       }
     }
   }
   return { missing: 'unknown broker' }
+}
+
+/** Whether the built fbroker reads a `listeners` list from its config file. */
+function listenersInConfig() {
+  return fs.existsSync(path.join(ROOT, 'packages', 'fbroker', 'dist', 'config', 'listeners.js'))
+}
+function wsVersion() {
+  const pj = path.join(PEERS, 'node_modules', 'ws', 'package.json')
+  return fs.existsSync(pj) ? JSON.parse(fs.readFileSync(pj, 'utf8')).version : null
 }
 
 /** Identifies the fbroker native addon on disk (name, size, mtime), to notice a rebuild mid-run. */
@@ -351,9 +426,23 @@ function withLimits(argv, core) {
   return ['/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...pin, ...argv]]
 }
 
-async function startBroker(name, info, tmp) {
-  const port = await freePort()
-  const argv = info.cmd(port, tmp)
+/**
+ * Starts the broker with its TCP listener on a free port and, for another
+ * transport `t` ({type, tls, ws, ca, cert, key, path}), a second listener on
+ * another free port; waits until the port the load goes to accepts
+ * connections. Returns that port as `port`.
+ */
+async function startBroker(name, info, tmp, t = null) {
+  const tcpPort = await freePort()
+  let tt = null
+  if (t) {
+    let p
+    do p = await freePort()
+    while (p === tcpPort)
+    tt = { ...t, port: p }
+  }
+  const port = tt ? tt.port : tcpPort
+  const argv = info.cmd(tcpPort, tmp, tt)
   const logPath = path.join(tmp, `${name}.log`)
   const log = fs.openSync(logPath, 'w')
   const [cmd, args] = withLimits(argv, 0)
@@ -517,7 +606,37 @@ async function waitQuiet(maxSecs) {
   }
 }
 
-async function runOne(name, info, v) {
+/** What the load generator and the broker need to know about transport `type` (null for plain TCP). */
+function transportSpec(type) {
+  if (type === 'tcp') return null
+  const tls = type === 'tls' || type === 'wss'
+  const ws = type === 'ws' || type === 'wss'
+  if (tls && CERTS?.error) throw new Error(`no certificates: ${CERTS.error}`)
+  return { type, tls, ws, path: WS_PATH, ...(tls ? { ca: CERTS.ca, cert: CERTS.cert, key: CERTS.key } : {}) }
+}
+function transportArgs(t) {
+  if (!t) return []
+  return ['--transport', t.type, ...(t.tls ? ['--cafile', t.ca] : []), ...(t.ws ? ['--ws-path', t.path] : [])]
+}
+
+/**
+ * Throw-away CA and server certificate for the TLS runs (scripts/gencert.sh),
+ * in a temp dir removed when the runner exits. The dir and the files are
+ * made world-readable: Mosquitto started as root drops to its own user before
+ * it reads them.
+ */
+let CERTS = null
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fbroker-bench-certs-'))
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  const r = spawnSync('bash', [path.join(ROOT, 'scripts', 'gencert.sh'), dir], { encoding: 'utf8' })
+  if (r.status !== 0) return { error: `scripts/gencert.sh failed: ${(r.stderr || r.stdout || '').trim()}` }
+  fs.chmodSync(dir, 0o755)
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644)
+  return { dir, ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') }
+}
+
+async function runOne(name, info, v, transport = 'tcp') {
   const waitSecs = Number(opts['wait-quiet']) || 0
   if (waitSecs > 0) {
     const c = await waitQuiet(waitSecs)
@@ -525,9 +644,12 @@ async function runOne(name, info, v) {
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fbroker-bench-${name}-`))
   let b
+  let t
   try {
-    b = await startBroker(name, info, tmp)
+    t = transportSpec(transport)
+    b = await startBroker(name, info, tmp, t)
   } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true })
     return { error: String(e.message || e) }
   }
   const cpu = {}
@@ -556,7 +678,7 @@ async function runOne(name, info, v) {
     const s = procSample(b.pid)
     if (s) rssHoldKb = Math.max(rssHoldKb ?? 0, s.rssKb)
   }, 250)
-  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark) : await runLoadgen(v.args, b.port, onMark, limitFor(v.args))
+  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark) : await runLoadgen([...v.args, ...transportArgs(t)], b.port, onMark, limitFor(v.args))
   clearInterval(poll)
   const end = procSample(b.pid)
   // CPU used by everything else on the machine meanwhile (other users' builds
@@ -632,7 +754,7 @@ function table(v, rows) {
   const chart = []
   for (const row of rows) {
     if (row.missing) {
-      lines.push(`| ${row.broker} | MISSING: ${row.missing} |${' |'.repeat(head.length - 2)}`)
+      lines.push(`| ${row.broker} | ${row.na ? 'n/a' : 'MISSING'}: ${row.missing} |${' |'.repeat(head.length - 2)}`)
       continue
     }
     if (row.result.error && !row.result.lg?.scenario) {
@@ -669,6 +791,48 @@ function table(v, rows) {
   }
   return { md: lines.join('\n'), chart }
 }
+/**
+ * The cost of each transport relative to plain TCP, broker by broker, from
+ * the same run: "<broker> TLS ÷ <broker> TCP" for every numeric figure of the
+ * sweep (↑ throughput: below 1 = the transport is slower; ↓ latency, CPU,
+ * memory: above 1 = the transport costs more).
+ */
+function transportCostSection(v, rows) {
+  const metrics = METRICS[v.kind](v).filter(([, dir]) => dir === 'up' || dir === 'down')
+  const head = ['same run', ...metrics.map(([label, dir]) => `${label} ${dir === 'up' ? '↑' : '↓'}`), 'other CPU (cores)']
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`]
+  const ok = (r) => r && !r.missing && !r.result?.error
+  const notes = []
+  for (const n of brokers) {
+    const base = rows.find((r) => r.broker === n && r.transport === 'tcp')
+    for (const tr of v.transports.filter((x) => x !== 'tcp')) {
+      const row = rows.find((r) => r.broker === n && r.transport === tr)
+      const label = `${n} ${TRANSPORT_NAMES[tr]} ÷ ${n} TCP`
+      if (!ok(row) || !ok(base)) {
+        const why = !row || row.missing ? `n/a (${oneLine(row?.missing ?? 'not run')})` : !ok(row) ? `n/a (${TRANSPORT_NAMES[tr]} run failed)` : `n/a (TCP run ${base?.missing ? 'missing' : 'failed'})`
+        lines.push(`| ${label} | ${why} |${' |'.repeat(head.length - 2)}`)
+        continue
+      }
+      const cells = [label]
+      for (const [, , get, , lowerBound, emptyText] of metrics) {
+        const a = safe(get, row.result)
+        const b = safe(get, base.result)
+        const lb = (r) => { try { return Boolean(lowerBound?.(r)) } catch { return false } }
+        const show = (x, r) => (x == null && emptyText ? emptyText(r) : `${lb(r) ? '≥ ' : ''}${fmt(x)}`)
+        const rt = ratioText(a, b)
+        const aLb = lb(row.result)
+        const bLb = lb(base.result)
+        const mark = rt === '—' ? '' : aLb && !bLb ? '≥ ' : bLb && !aLb ? '≤ ' : aLb && bLb ? '? ' : ''
+        cells.push(`${mark}${rt} (${show(a, row.result)} / ${show(b, base.result)})`)
+      }
+      cells.push(`${row.result.otherCores?.toFixed(2) ?? '—'} / ${base.result.otherCores?.toFixed(2) ?? '—'}`)
+      lines.push(`| ${cells.join(' | ')} |`)
+    }
+  }
+  notes.push(`- Each cell: ratio (${'<transport>'} figure / TCP figure), both measured in this run, the broker started afresh for each. ↑ columns: below 1 = slower over that transport; ↓ columns: above 1 = it costs more. \`≥\`/\`≤\`: one side of the ratio is a lower bound (its sweep reached the top step); \`?\`: both are.`)
+  return { title: `${v.title} — each transport ÷ TCP, same broker, same run`, md: lines.join('\n'), notes }
+}
+
 function safe(get, r) {
   try {
     const x = get(r)
@@ -681,6 +845,7 @@ function oneLine(s) {
   return String(s).replace(/\s+/g, ' ').replace(/\|/g, '/').slice(0, 160)
 }
 function shortTitle(v) {
+  if (v.transports) return `fanin 10p${v.transport ? ` ${v.transport}` : ''}`
   return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' || v.kind === 'crosscheck' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
 }
 
@@ -779,6 +944,10 @@ async function main() {
   if (!PIN) process.stderr.write('note: CPU pinning off (--no-pin, fewer than 2 cores, or no taskset)\n')
 
   const variants = plan(PROFILE)
+  if (variants.some((v) => v.transports?.some((t) => t === 'tls' || t === 'wss'))) {
+    CERTS = makeCerts()
+    process.stderr.write(CERTS.error ? `certificates: ${CERTS.error}\n` : `certificates: scripts/gencert.sh → ${CERTS.dir}\n`)
+  }
   const results = []
   for (const v of variants) {
     process.stderr.write(`\n== ${v.title}\n`)
@@ -787,32 +956,48 @@ async function main() {
     if (toolMissing) process.stderr.write(`   MISSING ${path.relative(ROOT, MQTT_BENCHMARK)} (bench/setup.sh installs it): scenario skipped\n`)
     for (const n of brokers) {
       const info = infos[n]
-      if (toolMissing) {
-        rows.push({ broker: n, missing: `load tool ${path.relative(ROOT, MQTT_BENCHMARK)} not installed (bench/setup.sh)` })
-        continue
+      // Transport variants: each broker runs every transport back to back.
+      for (const transport of v.transports ?? ['tcp']) {
+        const label = v.transports ? `${n}/${transport}` : n
+        if (toolMissing) {
+          rows.push({ broker: n, transport, missing: `load tool ${path.relative(ROOT, MQTT_BENCHMARK)} not installed (bench/setup.sh)` })
+          continue
+        }
+        if (info.missing) {
+          rows.push({ broker: n, transport, missing: info.missing })
+          continue
+        }
+        const unsupported = info.supports?.(transport)
+        if (unsupported) {
+          process.stderr.write(`   ${label.padEnd(14)} n/a: ${unsupported}\n`)
+          rows.push({ broker: n, transport, missing: unsupported, na: true })
+          continue
+        }
+        const t = Date.now()
+        let result = await runOne(n, info, v, transport)
+        if (result.error?.startsWith('broker exited during the run')) {
+          process.stderr.write(`   ${label.padEnd(14)} broker exited during the run; retrying once\n`)
+          const first = result.error
+          result = await runOne(n, info, v, transport)
+          result.retriedAfter = first
+          result.warning = [`retried: first attempt failed (${oneLine(first).slice(0, 80)})`, result.warning].filter(Boolean).join('; ')
+        }
+        process.stderr.write(`   ${label.padEnd(14)} ${((Date.now() - t) / 1000).toFixed(1)} s${result.error ? `  ERROR: ${oneLine(result.error)}` : ''}${result.warning ? `  (warning: ${oneLine(result.warning)})` : ''}\n`)
+        rows.push({ broker: n, transport, result })
       }
-      if (info.missing) {
-        rows.push({ broker: n, missing: info.missing })
-        continue
-      }
-      const t = Date.now()
-      let result = await runOne(n, info, v)
-      if (result.error?.startsWith('broker exited during the run')) {
-        process.stderr.write(`   ${n.padEnd(10)} broker exited during the run; retrying once\n`)
-        const first = result.error
-        result = await runOne(n, info, v)
-        result.retriedAfter = first
-        result.warning = [`retried: first attempt failed (${oneLine(first).slice(0, 80)})`, result.warning].filter(Boolean).join('; ')
-      }
-      process.stderr.write(`   ${n.padEnd(10)} ${((Date.now() - t) / 1000).toFixed(1)} s${result.error ? `  ERROR: ${oneLine(result.error)}` : ''}${result.warning ? `  (warning: ${oneLine(result.warning)})` : ''}\n`)
-      rows.push({ broker: n, result })
     }
     results.push({ variant: v, rows })
   }
 
   // ---- report
   const date = new Date().toISOString().slice(0, 10)
-  const stem = `${date}${PROFILE === 'quick' ? '-quick' : ''}`
+  // A run of the default scenario set is `<date>[-quick]`; a subset gets its
+  // scenarios in the name (transports only: `-transports`), so a targeted run
+  // does not overwrite the full report of the day. --out-name overrides.
+  const defaultSet = DEFAULT_SCENARIOS.every((x) => scenarios.includes(x)) && scenarios.length === DEFAULT_SCENARIOS.length
+  const transportOnly = scenarios.every((x) => x in TRANSPORT_SCENARIOS)
+  const suffix = defaultSet ? '' : transportOnly ? '-transports' : `-${scenarios.join('+')}`
+  const stem = opts['out-name'] || `${date}${PROFILE === 'quick' ? '-quick' : ''}${suffix}`
   fs.mkdirSync(opts['out-dir'], { recursive: true })
   const mdPath = path.join(opts['out-dir'], `${stem}.md`)
   const pngPath = path.join(opts['out-dir'], `${stem}.png`)
@@ -822,12 +1007,17 @@ async function main() {
   const sections = []
   const chart = []
   for (const { variant: v, rows } of results) {
-    const t = table(v, rows)
-    chart.push(...t.chart)
-    const notes = rows
-      .filter((r) => r.result?.warning || r.result?.error)
-      .map((r) => `- ${r.broker}: ${[r.result.error, r.result.warning].filter(Boolean).map(oneLine).join('; ')}`)
-    sections.push({ title: v.title, md: t.md, notes })
+    for (const tr of v.transports ?? [null]) {
+      const vt = tr ? { ...v, transport: tr, title: `${v.title} — over ${TRANSPORT_NAMES[tr]}` } : v
+      const rs = tr ? rows.filter((r) => r.transport === tr) : rows
+      const t = table(vt, rs)
+      chart.push(...t.chart)
+      const notes = rs
+        .filter((r) => r.result?.warning || r.result?.error)
+        .map((r) => `- ${r.broker}: ${[r.result.error, r.result.warning].filter(Boolean).map(oneLine).join('; ')}`)
+      sections.push({ title: vt.title, md: t.md, notes })
+    }
+    if (v.transports) sections.push(transportCostSection(v, rows))
   }
   const wall = (Date.now() - t0) / 1000
   const m = machine()
@@ -863,7 +1053,7 @@ async function main() {
   for (const { variant: v, rows } of results) {
     for (const r of rows) {
       if (r.missing || !r.result.brokerCmd) continue
-      md += `# ${shortTitle(v)} / ${r.broker}\n${r.result.brokerCmd}\n${r.result.loadgenCmd}\n`
+      md += `# ${shortTitle(v)} / ${r.broker}${v.transports ? ` / ${r.transport}` : ''}\n${r.result.brokerCmd}\n${r.result.loadgenCmd}\n`
     }
   }
   md += '```\n'

@@ -1,8 +1,16 @@
 // Minimal Aedes server for the benchmark runner (bench/run.mjs).
 // Usage: node bench/peers/aedes-server.mjs --host 127.0.0.1 --port 1883
-// Aedes is loaded from bench/peers/node_modules (installed by bench/setup.sh).
+//          [--tls-port P --cert server.pem --key server.key]
+//          [--ws-port P] [--wss-port P --cert ... --key ...] [--ws-path /mqtt]
+// Aedes is loaded from bench/peers/node_modules (installed by bench/setup.sh);
+// WebSocket listeners need the `ws` package there too (`createWebSocketStream`
+// turns each WebSocket into the duplex stream Aedes reads MQTT from).
 // Anonymous, in-memory persistence (the default), no $SYS heartbeat chatter.
+import fs from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
 import net from 'node:net'
+import tls from 'node:tls'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 
@@ -10,6 +18,12 @@ const { values } = parseArgs({
   options: {
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string', default: '1883' },
+    'tls-port': { type: 'string' },
+    'ws-port': { type: 'string' },
+    'wss-port': { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+    'ws-path': { type: 'string', default: '/mqtt' },
   },
 })
 
@@ -24,19 +38,49 @@ const broker = await Aedes.createBroker({
   maxClientsIdLength: 64,
 })
 
-const server = net.createServer((socket) => {
+const servers = []
+const listen = (server, port, what) => {
+  server.maxConnections = 20_000
+  server.listen({ host: values.host, port: Number(port), backlog: 4096 }, () => {
+    const a = server.address()
+    process.stdout.write(`aedes listening (${what}) on ${a.address}:${a.port}\n`)
+  })
+  servers.push(server)
+}
+
+listen(net.createServer((socket) => {
   socket.setNoDelay(true)
   broker.handle(socket)
-})
-server.maxConnections = 20_000
+}), values.port, 'tcp')
 
-server.listen({ host: values.host, port: Number(values.port), backlog: 4096 }, () => {
-  const a = server.address()
-  process.stdout.write(`aedes listening on ${a.address}:${a.port}\n`)
-})
+const tlsOptions = () => {
+  if (!values.cert || !values.key) throw new Error('--tls-port and --wss-port need --cert and --key')
+  return { cert: fs.readFileSync(values.cert), key: fs.readFileSync(values.key) }
+}
+
+if (values['tls-port']) {
+  const server = tls.createServer(tlsOptions(), (socket) => broker.handle(socket))
+  // TCP_NODELAY on the socket under TLS, as soon as it is accepted.
+  server.on('connection', (socket) => socket.setNoDelay(true))
+  listen(server, values['tls-port'], 'tls')
+}
+
+if (values['ws-port'] || values['wss-port']) {
+  const { WebSocketServer, createWebSocketStream } = require('ws')
+  const serve = (server, port, what) => {
+    server.on('connection', (socket) => socket.setNoDelay(true))
+    // No handleProtocols: ws answers with the first subprotocol the client
+    // offers (`mqtt`).
+    const wss = new WebSocketServer({ server, path: values['ws-path'] })
+    wss.on('connection', (ws) => broker.handle(createWebSocketStream(ws)))
+    listen(server, port, what)
+  }
+  if (values['ws-port']) serve(http.createServer(), values['ws-port'], 'ws')
+  if (values['wss-port']) serve(https.createServer(tlsOptions()), values['wss-port'], 'wss')
+}
 
 const stop = () => {
-  server.close()
+  for (const s of servers) s.close()
   broker.close(() => process.exit(0))
   setTimeout(() => process.exit(0), 2000).unref()
 }
