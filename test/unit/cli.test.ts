@@ -7,6 +7,8 @@ import * as path from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, describe, test } from 'node:test'
 import { connectAsync } from 'mqtt'
+import { createLogger } from 'fbroker'
+import { listenerText, listenerUrl, reloadTlsOnSignal } from 'fbroker/dist/cli/start'
 
 const root = path.resolve(__dirname, '..', '..')
 const cli = path.join(root, 'packages', 'fbroker', 'dist', 'cli', 'main.js')
@@ -99,7 +101,7 @@ describe('fbroker CLI', () => {
     const { code, stdout } = run(['start', '--help'])
     assert.equal(code, 0)
     for (const flag of ['--password-file <file>', '--acl-file <file>', '--allow-anonymous <true|false>', '--plugin <file>']) assert.ok(stdout.includes(flag), flag)
-    assert.match(stdout, /SIGHUP re-reads the\s+password and ACL files/)
+    assert.match(stdout, /SIGHUP re-reads the\s+password and ACL files\s+and the\s+TLS certificates/)
     assert.match(stdout, /allow_anonymous\s+FBROKER_ALLOW_ANONYMOUS\s+auto: false when an auth source is configured/)
   })
 
@@ -122,6 +124,58 @@ describe('fbroker CLI', () => {
       assert.ok(messages(plugin.stdout).includes(`cannot start the broker: plugin ${path.join(dir, 'missing-plugin.mjs')}: file not found`), plugin.stdout)
     },
   )
+
+  test('start --help documents the listener flags, their settings and the combining rule', () => {
+    const { code, stdout } = run(['start', '--help'])
+    assert.equal(code, 0)
+    for (const flag of [
+      '--tls-port <port>',
+      '--ws-port <port>',
+      '--wss-port <port>',
+      '--cert <file>',
+      '--key <file>',
+      '--cafile <file>',
+      '--require-certificate [true|false]',
+      '--ws-path <path>',
+    ]) {
+      assert.ok(stdout.includes(flag), flag)
+    }
+    assert.match(stdout, /tls_port\s+FBROKER_TLS_PORT\s+none \(no TLS listener\)/)
+    assert.match(stdout, /listeners\s+FBROKER_LISTENERS\s+none: one TCP listener on host:port/)
+    assert.match(stdout, /A config file with a listeners list replaces the TCP listener on port 1883/)
+  })
+
+  test('--tls-port without --cert and --key exits 2 naming each missing key and the flag', () => {
+    const { code, stdout, stderr } = run(['start', '--tls-port', '8883'])
+    assert.equal(code, 2)
+    assert.equal(stdout, '')
+    assert.deepEqual(stderr.trim().split('\n'), [
+      'config error in command-line flag --tls-port: key "cert": required when tls_port is set (set it with --cert, FBROKER_CERT or cert in the config file)',
+      'config error in command-line flag --tls-port: key "key": required when tls_port is set (set it with --key, FBROKER_KEY or key in the config file)',
+    ])
+  })
+
+  test('--wss-port with a missing --cert file and a bare --require-certificate without --cafile exit 2 naming each key', () => {
+    writeFileSync(path.join(dir, 'server.key'), 'not checked at load time\n')
+    const { code, stderr } = run(['start', '--wss-port', '8884', '--cert', 'missing.pem', '--key', 'server.key', '--require-certificate'])
+    assert.equal(code, 2)
+    assert.deepEqual(stderr.trim().split('\n'), [
+      'config error in command-line flag --require-certificate: key "require_certificate": needs cafile: the CA certificates that client certificates are verified against',
+      `config error in command-line flag --cert: key "cert": cannot read ${path.join(dir, 'missing.pem')}: file not found`,
+    ])
+  })
+
+  test('a bad listeners item in the config file exits 2 naming the file, the line and the key path', () => {
+    const bad = path.join(dir, 'listeners.yaml')
+    writeFileSync(bad, ['listeners:', '  - type: ws', '    port: 8080', '    path: mqtt', '  - type: tls', '    port: 8883', ''].join('\n'))
+    const { code, stderr } = run(['start', '--config', bad])
+    assert.equal(code, 2)
+    assert.deepEqual(stderr.trim().split('\n'), [
+      `config error in ${bad}:4: key "listeners[0].path": expected a URL path starting with "/" (no spaces, query or fragment), got "mqtt"`,
+      `config error in ${bad}:5: key "listeners[1].cert": required for a tls listener`,
+      `config error in ${bad}:5: key "listeners[1].key": required for a tls listener`,
+    ])
+  })
 
   test('an unknown option is a usage error: exit 2', () => {
     const { code, stderr } = run(['start', '--prot', '1883'])
@@ -215,7 +269,8 @@ describe('fbroker start with the native binding', () => {
           exited.then((code) => assert.fail(`fbroker exited (${code}) before listening:\n${logs.raw.join('\n')}\n${stderr}`)),
         ])
         // The flag's port beats the file's.
-        assert.equal(listening.msg, `listening on mqtt://127.0.0.1:${port}`)
+        assert.equal(listening.msg, `listening on mqtt://127.0.0.1:${port} (mqtt tcp)`)
+        assert.deepEqual([listening.protocol, listening.host, listening.port], ['tcp', '127.0.0.1', port])
         const version = await logs.waitFor(/^fbroker /, 1000)
         assert.ok(version.msg.startsWith(`fbroker ${pkg.version} `), version.msg)
         assert.equal(version.config_file, config)
@@ -237,6 +292,11 @@ describe('fbroker start with the native binding', () => {
           await client.endAsync()
         }
 
+        // SIGHUP with no TLS listener: the auth files are re-read, no TLS reload is attempted.
+        child.kill('SIGHUP')
+        await logs.waitFor(/^received SIGHUP, auth files reloaded/, 5000)
+        assert.ok(!logs.entries.some((e) => /TLS/.test(e.msg)), logs.raw.join('\n'))
+
         child.kill('SIGTERM')
         assert.equal(await exited, 0, stderr)
         await logs.waitFor(/^received SIGTERM/, 1000)
@@ -246,4 +306,73 @@ describe('fbroker start with the native binding', () => {
       }
     },
   )
+})
+
+describe('listener lines and the TLS part of SIGHUP', () => {
+  test('each bound listener is logged as a URL a client can use, with its protocol and what is special about it', () => {
+    assert.equal(listenerText({ protocol: 'tcp', host: '0.0.0.0', port: 1883 }), 'listening on mqtt://0.0.0.0:1883 (mqtt tcp)')
+    assert.equal(
+      listenerText({ protocol: 'tls', host: '0.0.0.0', port: 8883, requireCertificate: true, useIdentityAsUsername: true }),
+      'listening on mqtts://0.0.0.0:8883 (mqtt tls, client certificate required, certificate CN as user name)',
+    )
+    assert.equal(listenerText({ protocol: 'ws', host: '::', port: 8080, path: '/mqtt', maxConnections: 50 }), 'listening on ws://[::]:8080/mqtt (mqtt ws, max_connections=50)')
+    assert.equal(listenerText({ protocol: 'wss', host: '127.0.0.1', port: 8081, path: '/x', proxyProtocol: true }), 'listening on wss://127.0.0.1:8081/x (mqtt wss, PROXY protocol)')
+    assert.equal(listenerUrl({ protocol: 'ws', host: 'localhost', port: 1 }), 'ws://localhost:1')
+  })
+
+  /** A logger that keeps [level, message] pairs. */
+  function recordingLogger() {
+    const lines: Array<[string, string]> = []
+    const logger = createLogger({ level: 'info', format: 'json' })
+    for (const level of ['info', 'warn', 'error'] as const) {
+      ;(logger as unknown as Record<string, unknown>)[level] = (a: unknown, b?: unknown) => {
+        lines.push([level, typeof a === 'string' ? a : String(b)])
+      }
+    }
+    return { logger, lines }
+  }
+
+  test('SIGHUP logs each listener that kept its old certificate, and how many reloaded', () => {
+    const { logger, lines } = recordingLogger()
+    const boundListeners = [
+      { protocol: 'tcp', host: '0.0.0.0', port: 1883 },
+      { protocol: 'tls', host: '0.0.0.0', port: 8883 },
+      { protocol: 'wss', host: '0.0.0.0', port: 8884 },
+    ]
+    let calls = 0
+    const broker = {
+      boundListeners,
+      reloadTls: () => {
+        calls++
+        return ['listener wss 0.0.0.0:8884: cert_file /etc/fbroker/server.pem is not valid PEM']
+      },
+    }
+    reloadTlsOnSignal(broker, logger)
+    assert.equal(calls, 1)
+    assert.deepEqual(lines, [
+      ['error', 'received SIGHUP, TLS reload failed; the listener keeps its previous certificate: listener wss 0.0.0.0:8884: cert_file /etc/fbroker/server.pem is not valid PEM'],
+      ['info', 'received SIGHUP, TLS certificates reloaded: 1 of 2 TLS listeners'],
+    ])
+  })
+
+  test('SIGHUP without TLS listeners does not reload; a throwing reload is logged, not fatal', () => {
+    const { logger, lines } = recordingLogger()
+    let calls = 0
+    reloadTlsOnSignal({ boundListeners: [{ protocol: 'tcp', host: 'h', port: 1 }], reloadTls: () => (calls++, []) }, logger)
+    assert.equal(calls, 0)
+    assert.deepEqual(lines, [])
+    reloadTlsOnSignal(
+      {
+        boundListeners: [{ protocol: 'tls', host: 'h', port: 2 }],
+        reloadTls: () => {
+          throw new Error('broker is closed')
+        },
+      },
+      logger,
+    )
+    assert.deepEqual(lines, [['error', 'received SIGHUP, TLS reload failed; every TLS listener keeps its previous certificate: broker is closed']])
+    lines.length = 0
+    reloadTlsOnSignal({ boundListeners: [{ protocol: 'tls', host: 'h', port: 2 }], reloadTls: () => [] }, logger)
+    assert.deepEqual(lines, [['info', 'received SIGHUP, TLS certificates reloaded: 1 of 1 TLS listener']])
+  })
 })

@@ -37,6 +37,16 @@ function configError(fn: () => unknown): ConfigError {
 const DEFAULTS: FbrokerConfig = {
   host: '0.0.0.0',
   port: 1883,
+  tls_port: undefined,
+  ws_port: undefined,
+  wss_port: undefined,
+  cert: undefined,
+  key: undefined,
+  cafile: undefined,
+  require_certificate: false,
+  use_identity_as_username: false,
+  ws_path: '/mqtt',
+  listeners: undefined,
   log_level: 'info',
   log_format: 'auto',
   max_connections: 100_000,
@@ -103,6 +113,14 @@ describe('defaults and schema', () => {
     assert.equal(rows.find((r) => r.key === 'port')?.flag, '--port')
     assert.equal(rows.find((r) => r.key === 'log_level')?.flag, '--log-level')
     assert.equal(rows.find((r) => r.key === 'max_connections')?.flag, undefined)
+    assert.equal(rows.find((r) => r.key === 'tls_port')?.flag, '--tls-port')
+    assert.deepEqual(
+      rows.filter((r) => ['tls_port', 'listeners'].includes(r.key)).map((r) => [r.key, r.type, r.default, r.literalDefault, r.env]),
+      [
+        ['tls_port', 'integer (0–65535)', 'none (no TLS listener)', false, 'FBROKER_TLS_PORT'],
+        ['listeners', 'list of listeners', 'none: one TCP listener on `host`:`port`', false, 'FBROKER_LISTENERS'],
+      ],
+    )
   })
 
   test('toBrokerOptions converts every key to camelCase', () => {
@@ -284,9 +302,9 @@ describe('errors name the key and the source', () => {
   })
 
   test('an unknown key with no near miss lists the known keys instead', () => {
-    const p = file('.json', '{"listeners": []}')
+    const p = file('.json', '{"bridges": []}')
     const err = configError(() => loadConfig({ file: p, env: {} }))
-    assert.ok(err.message.startsWith(`config error in ${p}: key "listeners": unknown key; known keys are: host, port,`), err.message)
+    assert.ok(err.message.startsWith(`config error in ${p}: key "bridges": unknown key; known keys are: host, port,`), err.message)
     assert.doesNotMatch(err.message, /did you mean/)
   })
 

@@ -6,6 +6,7 @@ import { loadPlugins, type PluginSpec } from './auth/plugins'
 import { createRedisAuthPlugin, type RedisAuthPlugin } from './auth/redisSource'
 import { HOOK_NAMES, type ClientInfo, type HookName, type PublishAuthorizationItem, type RegisteredHooks } from './auth/types'
 import { ConfigError } from './config/errors'
+import { resolveListeners, usesTls, type ResolvedListener } from './config/listeners'
 import { resolveBrokerSettings } from './config/load'
 import { LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
 import { createLogger, silentLogger, type Logger } from './log'
@@ -13,6 +14,7 @@ import {
   loadNativeBinding,
   raiseOpenFileLimit,
   startNativeBroker,
+  toNativeListener,
   type NativeBinding,
   type NativeBoundListener,
   type NativeBroker,
@@ -30,6 +32,12 @@ import {
  * Options of `Broker.start`: every config key in camelCase (all optional,
  * schema defaults), plus `logger`. `plugins` also takes plugin objects;
  * module paths in it are relative to the current directory.
+ *
+ * Listeners: without `listeners`, the broker listens for MQTT over TCP on
+ * `host`:`port`, plus TLS, WebSocket and secure WebSocket on `host` at
+ * `tlsPort`, `wsPort` and `wssPort` when given. With `listeners`, it opens
+ * those, plus the ones of `tlsPort`, `wsPort` and `wssPort`, plus TCP on
+ * `port` only when `port` is given (docs/listeners.md).
  */
 export interface BrokerOptions extends Omit<Partial<BrokerSettings>, 'plugins'> {
   /** Auth plugins, asked in order: module paths, package names or plugin objects (see docs/plugins.md). */
@@ -139,6 +147,22 @@ export class NativePanicError extends Error {
   }
 }
 
+/** A listener the broker bound: its real port (when 0 was asked for), and how it was configured. */
+export interface BoundListener extends NativeBoundListener {
+  /** ws, wss: the HTTP path of the endpoint. */
+  path?: string
+  /** The connections start with a PROXY protocol header. */
+  proxyProtocol?: boolean
+  /** tls, wss: clients must present a certificate verified against the CA file. */
+  requireCertificate?: boolean
+  /** tls, wss: the client certificate's CN is the MQTT user name. */
+  useIdentityAsUsername?: boolean
+  /** The per-listener connection cap (0 = the global one only). */
+  maxConnections?: number
+  /** The setting that asked for it: `port`, `tlsPort`, `listeners[2]`… */
+  origin?: string
+}
+
 /** What the broker authenticates and authorizes with (logged at startup, returned by `reloadAuth`). */
 export interface AuthSummary {
   /** Whether clients no credential source vouched for may connect. */
@@ -201,6 +225,30 @@ function defined<T extends object>(fields: T): T {
   return out as T
 }
 
+/**
+ * The native core's bound listeners (in the order they were configured),
+ * with what the configuration says about each. When the two lists do not
+ * line up, the native ones are returned as they are.
+ */
+function describeBound(bound: NativeBoundListener[], configured: readonly ResolvedListener[]): BoundListener[] {
+  const aligned = bound.length === configured.length && bound.every((b, i) => b.protocol === configured[i]!.type)
+  return bound.map((b, i) => {
+    const c = aligned ? configured[i] : undefined
+    if (c === undefined) return { ...b }
+    return defined<BoundListener>({
+      protocol: b.protocol,
+      host: b.host,
+      port: b.port,
+      path: c.path,
+      proxyProtocol: c.proxyProtocol,
+      requireCertificate: c.requireCertificate,
+      useIdentityAsUsername: c.useIdentityAsUsername,
+      maxConnections: c.maxConnections,
+      origin: c.origin,
+    })
+  })
+}
+
 function toBuffer(payload: string | Buffer | Uint8Array): Buffer {
   if (typeof payload === 'string') return Buffer.from(payload, 'utf8')
   if (Buffer.isBuffer(payload)) return payload
@@ -240,7 +288,9 @@ export class Broker extends EventEmitter {
   #native: NativeBroker | undefined
   /** Hook answers produced before `start` had the native handle (a client can connect that early). */
   #unsentAnswers: NativeHookResponse[] = []
-  #listeners: NativeBoundListener[] = []
+  #listeners: BoundListener[] = []
+  /** Whether a listener speaks TLS (SIGHUP then re-reads certificates). */
+  #hasTls = false
   #closing: Promise<void> | undefined
   #reloading: Promise<unknown> = Promise.resolve()
   #legacyHashWarned = false
@@ -269,11 +319,15 @@ export class Broker extends EventEmitter {
    * password and ACL files (a `ConfigError` names the key, the file and the
    * line of a problem), loads the plugins (a `PluginLoadError` names the
    * module), raises the open-file soft limit to the hard limit, binds the
-   * listener and starts serving. Rejects with the native error (naming the
-   * listener) if binding fails, e.g. EADDRINUSE.
+   * listeners and starts serving. A listener problem (a TLS port without
+   * `cert`, a certificate file that cannot be read, two listeners on one
+   * port) is a `ConfigError` naming the option. Rejects with the native
+   * error (naming the listener) if binding fails, e.g. EADDRINUSE, or if a
+   * certificate file is not usable PEM.
    */
   static async start(options: BrokerOptions = {}): Promise<Broker> {
     const settings = resolveBrokerSettings(options as Record<string, unknown>, ['logger', 'plugins'])
+    const listeners = resolveListeners(settings, options.port !== undefined)
     const pluginSpecs = options.plugins ?? []
     if (!Array.isArray(pluginSpecs)) {
       throw new ConfigError([
@@ -334,7 +388,7 @@ export class Broker extends EventEmitter {
     summary.allowAnonymous = settings.allowAnonymous ?? !hasCredentialSource(summary)
 
     const config: NativeBrokerConfig = {
-      listeners: [{ protocol: 'tcp', host: settings.host, port: settings.port }],
+      listeners: listeners.map(toNativeListener),
       maxConnections: settings.maxConnections,
       maxPacketSize: settings.maxPacketSize,
       maxInflightMessages: settings.maxInflightMessages,
@@ -378,7 +432,8 @@ export class Broker extends EventEmitter {
       throw err
     }
     broker.#native = native
-    broker.#listeners = native.listeners()
+    broker.#listeners = describeBound(native.listeners(), listeners)
+    broker.#hasTls = listeners.some((l) => usesTls(l.type))
     broker.#trackEventInterest()
     broker.#flushAnswers()
     logger.debug({ listeners: broker.#listeners }, 'broker started')
@@ -417,6 +472,20 @@ export class Broker extends EventEmitter {
     return this.authSummary
   }
 
+  /**
+   * Re-reads the certificate, key and CA files of every TLS and secure
+   * WebSocket listener. New handshakes use the new files; established
+   * connections are not touched. Returns one message per listener whose
+   * files could not be loaded (naming the file): that listener keeps its
+   * previous certificate. An empty list means every listener reloaded (or
+   * there is no TLS listener). Throws after `close()`.
+   */
+  reloadTls(): string[] {
+    const native = this.#running()
+    if (!this.#hasTls) return []
+    return native.reloadTls()
+  }
+
   #logFileWarnings(files: LoadedAuthFiles): void {
     for (const warning of files.warnings) {
       if (isLegacyHashWarning(warning)) {
@@ -438,7 +507,7 @@ export class Broker extends EventEmitter {
    * Every bound listener (host and real port). Not called `listeners`: that
    * name belongs to EventEmitter's `listeners(eventName)`.
    */
-  get boundListeners(): NativeBoundListener[] {
+  get boundListeners(): BoundListener[] {
     return this.#listeners.map((l) => ({ ...l }))
   }
 

@@ -7,10 +7,48 @@
  * even where the native module is not built.
  */
 
+import type { ResolvedListener } from './config/listeners'
+
+/** One listener to bind. Optional fields may be left out (undefined). */
 export interface NativeListenerConfig {
-  protocol: 'tcp'
+  protocol: 'tcp' | 'tls' | 'ws' | 'wss'
   host: string
   port: number
+  /** per-listener cap; 0/undefined = only the global maxConnections applies */
+  maxConnections?: number
+  /** every connection starts with an HAProxy PROXY v1/v2 header */
+  proxyProtocol?: boolean
+  /** tls/wss: PEM paths (the cert file may hold the chain) */
+  certFile?: string
+  keyFile?: string
+  caFile?: string
+  /** tls/wss: refuse clients without a certificate verified against caFile */
+  requireCertificate?: boolean
+  /** tls/wss: the verified client certificate's CN becomes the MQTT username */
+  useIdentityAsUsername?: boolean
+  /** ws/wss: default '/mqtt' */
+  wsPath?: string
+  /** ws/wss: browser Origin allow-list, empty = any */
+  allowedOrigins?: string[]
+}
+
+/** A resolved listener (config/listeners.ts) as the binding takes it; fields that do not apply to its type are left out. */
+export function toNativeListener(listener: ResolvedListener): NativeListenerConfig {
+  const out: NativeListenerConfig = { protocol: listener.type, host: listener.host, port: listener.port }
+  if (listener.maxConnections !== 0) out.maxConnections = listener.maxConnections
+  if (listener.proxyProtocol) out.proxyProtocol = true
+  if (listener.type === 'tls' || listener.type === 'wss') {
+    if (listener.cert !== undefined) out.certFile = listener.cert
+    if (listener.key !== undefined) out.keyFile = listener.key
+    if (listener.cafile !== undefined) out.caFile = listener.cafile
+    out.requireCertificate = listener.requireCertificate === true
+    out.useIdentityAsUsername = listener.useIdentityAsUsername === true
+  }
+  if (listener.type === 'ws' || listener.type === 'wss') {
+    out.wsPath = listener.path ?? '/mqtt'
+    out.allowedOrigins = [...(listener.allowedOrigins ?? [])]
+  }
+  return out
 }
 
 export interface NativeBrokerConfig {
@@ -102,6 +140,7 @@ export interface NativeHookResponse {
 export type NativeHookCallback = (err: Error | null, requests: NativeHookRequest[]) => void
 
 export interface NativeBoundListener {
+  /** 'tcp' | 'tls' | 'ws' | 'wss' */
   protocol: string
   host: string
   port: number
@@ -211,6 +250,13 @@ export interface NativeBroker {
   resolveHooks(responses: NativeHookResponse[]): void
   /** Swaps in new password file / ACL contents (undefined = not configured) without dropping connections; throws on a parse error. */
   reloadAuth(passwordFile: string | undefined | null, aclFile: string | undefined | null): void
+  /**
+   * Re-reads every TLS listener's certificate, key and CA files; new
+   * handshakes use them, established connections are untouched. Returns one
+   * error message per listener that failed (it keeps its previous
+   * certificate); empty = all reloaded.
+   */
+  reloadTls(): string[]
   /** Stop accepting, close every connection WITHOUT publishing wills, resolve when done. */
   stop(): Promise<void>
 }

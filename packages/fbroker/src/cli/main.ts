@@ -18,6 +18,11 @@ function settingsHelp(): string {
     'The config file is YAML (.yaml, .yml) or JSON (.json), with the keys above.',
     'Precedence: command-line flags > FBROKER_* environment variables > config file > defaults.',
     '--plugin is the exception: it appends to the plugins of the file or FBROKER_PLUGINS (comma-separated).',
+    '',
+    'Listeners: MQTT over TCP on --host:--port, plus TLS, WebSocket and secure WebSocket on --host',
+    'at --tls-port, --ws-port and --wss-port when given (TLS ones need --cert and --key).',
+    'A config file with a listeners list replaces the TCP listener on port 1883; --port (or port',
+    'set anywhere) adds it back. See docs/listeners.md.',
   ].join('\n')
 }
 
@@ -32,10 +37,18 @@ export function buildProgram(): Command {
 
   program
     .command('start')
-    .description('start the broker (SIGINT/SIGTERM stop it gracefully, SIGHUP re-reads the password and ACL files)')
+    .description('start the broker (SIGINT/SIGTERM stop it gracefully, SIGHUP re-reads the password and ACL files and the TLS certificates)')
     .option('-c, --config <file>', 'config file: YAML (.yaml, .yml) or JSON (.json)')
     .option('-p, --port <port>', 'TCP port of the MQTT listener (0 = any free port)')
-    .option('--host <host>', 'address the MQTT listener binds to')
+    .option('--host <host>', 'address the MQTT listeners bind to')
+    .option('--tls-port <port>', 'port of an MQTT-over-TLS listener (needs --cert and --key)')
+    .option('--ws-port <port>', 'port of an MQTT-over-WebSocket listener')
+    .option('--wss-port <port>', 'port of an MQTT-over-secure-WebSocket listener (needs --cert and --key)')
+    .option('--cert <file>', 'PEM server certificate (and chain) of the TLS listeners (re-read on SIGHUP)')
+    .option('--key <file>', 'PEM private key of --cert (re-read on SIGHUP)')
+    .option('--cafile <file>', 'PEM CA certificates that client certificates are verified against')
+    .option('--require-certificate [true|false]', 'refuse TLS clients without a certificate verified against --cafile')
+    .option('--ws-path <path>', 'HTTP path of the WebSocket listeners (default /mqtt)')
     .option('--log-level <level>', `least severe level logged: ${LOG_LEVELS.join(', ')}`)
     .option('--password-file <file>', 'Mosquitto-format password file (re-read on SIGHUP)')
     .option('--acl-file <file>', 'Mosquitto-format ACL file (re-read on SIGHUP)')

@@ -1,10 +1,9 @@
 import { availableParallelism } from 'node:os'
 import { PluginLoadError } from '../auth/plugins'
-import { Broker, type AuthSummary } from '../broker'
+import { Broker, type AuthSummary, type BoundListener } from '../broker'
 import { ConfigError } from '../config/errors'
 import { loadConfig, type LoadedConfig } from '../config/load'
 import { createLogger, isPretty, type Logger } from '../log'
-import type { NativeBoundListener } from '../native'
 import { VERSION } from '../version'
 
 /** Options of `fbroker start`, as commander hands them over. */
@@ -18,6 +17,15 @@ export interface StartFlags {
   allowAnonymous?: string
   /** `--plugin`, repeatable. */
   plugin?: string[]
+  tlsPort?: string
+  wsPort?: string
+  wssPort?: string
+  cert?: string
+  key?: string
+  cafile?: string
+  /** `--require-certificate` alone is true; it may also take `true`/`false`. */
+  requireCertificate?: string | boolean
+  wsPath?: string
 }
 
 /** Exit code for configuration and usage errors. */
@@ -25,10 +33,24 @@ export const EXIT_CONFIG_ERROR = 2
 /** Exit code when the broker cannot start or stop cleanly. */
 export const EXIT_FAILURE = 1
 
-function listenerUrl(listener: NativeBoundListener): string {
-  const scheme = listener.protocol === 'tcp' ? 'mqtt' : listener.protocol
+const URL_SCHEMES: Readonly<Record<string, string>> = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' }
+
+/** `mqtt://0.0.0.0:1883`, `mqtts://…:8883`, `ws://…:8080/mqtt`: what a client connects to. */
+export function listenerUrl(listener: BoundListener): string {
+  const scheme = URL_SCHEMES[listener.protocol] ?? listener.protocol
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host
-  return `${scheme}://${host}:${listener.port}`
+  const path = listener.protocol === 'ws' || listener.protocol === 'wss' ? (listener.path ?? '') : ''
+  return `${scheme}://${host}:${listener.port}${path}`
+}
+
+/** The startup line of a listener: `listening on mqtts://0.0.0.0:8883 (mqtt tls, client certificate required)`. */
+export function listenerText(listener: BoundListener): string {
+  const notes = [`mqtt ${listener.protocol}`]
+  if (listener.requireCertificate) notes.push('client certificate required')
+  if (listener.useIdentityAsUsername) notes.push('certificate CN as user name')
+  if (listener.proxyProtocol) notes.push('PROXY protocol')
+  if (listener.maxConnections !== undefined && listener.maxConnections > 0) notes.push(`max_connections=${listener.maxConnections}`)
+  return `listening on ${listenerUrl(listener)} (${notes.join(', ')})`
 }
 
 function limitText(value: number): string {
@@ -43,8 +65,8 @@ function logBanner(logger: Logger, loaded: LoadedConfig, broker: Broker, pretty:
     `fbroker ${VERSION} (node ${process.version}, pid ${process.pid}), config file: ${source}`,
   )
   for (const listener of broker.boundListeners) {
-    const url = listenerUrl(listener)
-    logger.info(pretty ? {} : { listener: url }, `listening on ${url}`)
+    const fields = { listener: listenerUrl(listener), protocol: listener.protocol, host: listener.host, port: listener.port }
+    logger.info(pretty ? {} : fields, listenerText(listener))
   }
   const files = broker.openFileLimit
   const workers = c.worker_threads === 0 ? availableParallelism() : c.worker_threads
@@ -103,6 +125,24 @@ export function authText(auth: AuthSummary): string {
   return parts.join(', ')
 }
 
+/** The TLS part of SIGHUP: one error line per listener that kept its previous certificate. */
+export function reloadTlsOnSignal(broker: Pick<Broker, 'reloadTls' | 'boundListeners'>, logger: Logger): void {
+  const tls = broker.boundListeners.filter((l) => l.protocol === 'tls' || l.protocol === 'wss')
+  if (tls.length === 0) return
+  let errors: string[]
+  try {
+    errors = broker.reloadTls()
+  } catch (err) {
+    logger.error({ err }, `received SIGHUP, TLS reload failed; every TLS listener keeps its previous certificate: ${errorMessage(err)}`)
+    return
+  }
+  for (const error of errors) {
+    logger.error(`received SIGHUP, TLS reload failed; the listener keeps its previous certificate: ${error}`)
+  }
+  const reloaded = tls.length - errors.length
+  if (reloaded > 0) logger.info(`received SIGHUP, TLS certificates reloaded: ${reloaded} of ${tls.length} TLS listener${tls.length === 1 ? '' : 's'}`)
+}
+
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
@@ -127,6 +167,14 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
         acl_file: flags.aclFile,
         allow_anonymous: flags.allowAnonymous,
         plugins: flags.plugin,
+        tls_port: flags.tlsPort,
+        ws_port: flags.wsPort,
+        wss_port: flags.wssPort,
+        cert: flags.cert,
+        key: flags.key,
+        cafile: flags.cafile,
+        require_certificate: flags.requireCertificate,
+        ws_path: flags.wsPath,
       },
     })
   } catch (err) {
@@ -171,7 +219,8 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
-  // SIGHUP re-reads the password and ACL files; a bad file keeps the old ones and never stops the broker.
+  // SIGHUP re-reads the password and ACL files, and the TLS certificates; a bad file keeps the old
+  // one in force and never stops the broker or drops a connection.
   process.on('SIGHUP', () => {
     if (stopping) return
     broker.reloadAuth().then(
@@ -179,6 +228,7 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
       (err: unknown) =>
         logger.error({ err }, `received SIGHUP, reload failed; the previous auth files stay in force: ${errorMessage(err)}`),
     )
+    reloadTlsOnSignal(broker, logger)
   })
   return undefined
 }

@@ -11,6 +11,8 @@ export const U32_MAX = 4_294_967_295
 /** Largest MQTT packet the protocol can express (the Remaining Length field's maximum). */
 export const MQTT_MAX_PACKET_SIZE = 268_435_455
 
+import type { ListenerConfig, ListenerOptions } from './listeners'
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const
 export const QUEUE_DROP_POLICIES = ['drop_oldest', 'drop_new'] as const
@@ -30,7 +32,10 @@ interface KeySpecBase {
 
 export interface IntegerKeySpec extends KeySpecBase {
   readonly type: 'integer'
-  readonly default: number
+  /** undefined: not set (e.g. `tls_port`: no TLS listener). */
+  readonly default: number | undefined
+  /** What an unset value means, for the documentation (when `default` is undefined). */
+  readonly defaultDoc?: string
   /** Inclusive bounds. */
   readonly min: number
   readonly max: number
@@ -38,13 +43,16 @@ export interface IntegerKeySpec extends KeySpecBase {
 
 export interface StringKeySpec extends KeySpecBase {
   readonly type: 'string'
-  readonly default: string
+  /** undefined: not set (a listener's `host`: the top-level `host`). */
+  readonly default: string | undefined
+  readonly defaultDoc?: string
 }
 
 export interface EnumKeySpec extends KeySpecBase {
   readonly type: 'enum'
   readonly values: readonly string[]
-  readonly default: string
+  /** undefined: no default (a listener's `type` must be given). */
+  readonly default: string | undefined
 }
 
 /** true or false. Text (environment variables, flags) may also say 1 or 0. */
@@ -85,7 +93,44 @@ export interface ModuleListKeySpec extends KeySpecBase {
   readonly default: readonly string[]
 }
 
-export type ConfigKeySpec = IntegerKeySpec | StringKeySpec | EnumKeySpec | BooleanKeySpec | PathKeySpec | UrlKeySpec | ModuleListKeySpec
+/** The path part of an HTTP URL (the WebSocket endpoint): starts with `/`, no query or fragment. */
+export interface HttpPathKeySpec extends KeySpecBase {
+  readonly type: 'http-path'
+  readonly default: string
+}
+
+/**
+ * Browser origins (`https://example.com`, `http://localhost:8080`), as the
+ * `Origin` header of a WebSocket handshake carries them. Returned in their
+ * serialized form (lower-case host, default port left out).
+ */
+export interface OriginListKeySpec extends KeySpecBase {
+  readonly type: 'origin-list'
+  readonly default: readonly string[]
+}
+
+/**
+ * The `listeners` list: mappings validated key by key by `./listeners`
+ * (every problem names its path, `listeners[2].cert`). Unset by default.
+ * An environment variable holds the list as JSON.
+ */
+export interface ListenerListKeySpec extends KeySpecBase {
+  readonly type: 'listener-list'
+  readonly default: undefined
+  readonly defaultDoc: string
+}
+
+export type ConfigKeySpec =
+  | IntegerKeySpec
+  | StringKeySpec
+  | EnumKeySpec
+  | BooleanKeySpec
+  | PathKeySpec
+  | UrlKeySpec
+  | ModuleListKeySpec
+  | HttpPathKeySpec
+  | OriginListKeySpec
+  | ListenerListKeySpec
 
 export const CONFIG_SCHEMA = [
   {
@@ -93,7 +138,7 @@ export const CONFIG_SCHEMA = [
     type: 'string',
     default: '0.0.0.0',
     flag: '--host',
-    doc: 'Address the MQTT TCP listener binds to: an IP address or host name (`0.0.0.0` = every IPv4 interface, `::` = every IPv6 interface).',
+    doc: 'Address the listeners of `port`, `tls_port`, `ws_port` and `wss_port` bind to, and the default `host` of `listeners` items: an IP address or host name (`0.0.0.0` = every IPv4 interface, `::` = every IPv6 interface).',
   },
   {
     key: 'port',
@@ -102,7 +147,85 @@ export const CONFIG_SCHEMA = [
     min: 0,
     max: 65_535,
     flag: '--port',
-    doc: 'TCP port of the MQTT listener; 0 picks a free ephemeral port (the bound port is logged at startup).',
+    doc: 'Port of the plain TCP MQTT listener on `host`; 0 picks a free ephemeral port (the bound port is logged at startup). With a `listeners` list, this listener is only added when `port` is set explicitly (docs/listeners.md).',
+  },
+  {
+    key: 'tls_port',
+    type: 'integer',
+    default: undefined,
+    defaultDoc: 'none (no TLS listener)',
+    min: 0,
+    max: 65_535,
+    flag: '--tls-port',
+    doc: 'Port of an MQTT-over-TLS listener on `host` (8883 is customary). Needs `cert` and `key`; `cafile`, `require_certificate` and `use_identity_as_username` apply to it.',
+  },
+  {
+    key: 'ws_port',
+    type: 'integer',
+    default: undefined,
+    defaultDoc: 'none (no WebSocket listener)',
+    min: 0,
+    max: 65_535,
+    flag: '--ws-port',
+    doc: 'Port of an MQTT-over-WebSocket listener on `host`, serving `ws_path`.',
+  },
+  {
+    key: 'wss_port',
+    type: 'integer',
+    default: undefined,
+    defaultDoc: 'none (no secure WebSocket listener)',
+    min: 0,
+    max: 65_535,
+    flag: '--wss-port',
+    doc: 'Port of an MQTT-over-secure-WebSocket (WebSocket over TLS) listener on `host`, serving `ws_path`. Needs `cert` and `key`, like `tls_port`.',
+  },
+  {
+    key: 'cert',
+    type: 'path',
+    default: undefined,
+    flag: '--cert',
+    doc: 'PEM server certificate of the `tls_port` and `wss_port` listeners, optionally followed by its intermediate CA certificates (the chain). Re-read on SIGHUP.',
+  },
+  {
+    key: 'key',
+    type: 'path',
+    default: undefined,
+    flag: '--key',
+    doc: 'PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`. Re-read on SIGHUP.',
+  },
+  {
+    key: 'cafile',
+    type: 'path',
+    default: undefined,
+    flag: '--cafile',
+    doc: 'PEM CA certificates that client certificates on the `tls_port` and `wss_port` listeners are verified against. Without it, client certificates are not asked for.',
+  },
+  {
+    key: 'require_certificate',
+    type: 'boolean',
+    default: false,
+    flag: '--require-certificate',
+    doc: 'Refuse TLS clients on `tls_port` and `wss_port` that present no certificate verified against `cafile` (which it needs).',
+  },
+  {
+    key: 'use_identity_as_username',
+    type: 'boolean',
+    default: false,
+    doc: 'On `tls_port` and `wss_port`, the common name (CN) of the verified client certificate becomes the client\'s MQTT user name, replacing any CONNECT user name; ACLs and plugins see it. Needs `cafile`; use it with `require_certificate: true`.',
+  },
+  {
+    key: 'ws_path',
+    type: 'http-path',
+    default: '/mqtt',
+    flag: '--ws-path',
+    doc: 'HTTP path of the `ws_port` and `wss_port` WebSocket endpoints; other paths get 404.',
+  },
+  {
+    key: 'listeners',
+    type: 'listener-list',
+    default: undefined,
+    defaultDoc: 'none: one TCP listener on `host`:`port`',
+    doc: 'Listeners, each a mapping with `type` (`tcp`, `tls`, `ws`, `wss`), `port` and optional `host`, `max_connections`, `proxy_protocol`, `cert`, `key`, `cafile`, `require_certificate`, `use_identity_as_username`, `path`, `allowed_origins`; see docs/listeners.md. When set, the TCP listener on `port` is only added if `port` is set explicitly. `FBROKER_LISTENERS` holds the list as JSON.',
   },
   {
     key: 'log_level',
@@ -287,8 +410,12 @@ type SchemaEntry = (typeof CONFIG_SCHEMA)[number]
 /** Every config key, snake_case. */
 export type ConfigKey = SchemaEntry['key']
 
-type ValueOfSpec<S> = S extends { readonly type: 'integer' }
+type ValueOfSpec<S> = S extends { readonly type: 'integer'; readonly default: number }
   ? number
+  : S extends { readonly type: 'integer' }
+    ? number | undefined
+  : S extends { readonly type: 'listener-list' }
+    ? ListenerConfig[] | undefined
   : S extends { readonly type: 'enum'; readonly values: readonly (infer V)[] }
     ? V
     : S extends { readonly type: 'boolean'; readonly default: boolean }
@@ -311,9 +438,14 @@ export type SnakeToCamel<S extends string> = S extends `${infer Head}_${infer Ta
   ? `${Head}${Capitalize<SnakeToCamel<Tail>>}`
   : S
 
-/** The same settings as `FbrokerConfig`, camelCase keys (what `Broker.start` takes). */
+/**
+ * The same settings as `FbrokerConfig`, camelCase keys (what `Broker.start`
+ * takes). `listeners` items have camelCase keys too.
+ */
 export type BrokerSettings = {
-  -readonly [K in ConfigKey as SnakeToCamel<K>]: FbrokerConfig[K]
+  -readonly [K in Exclude<ConfigKey, 'listeners'> as SnakeToCamel<K>]: FbrokerConfig[K]
+} & {
+  listeners: ListenerOptions[] | undefined
 }
 
 export const CONFIG_KEYS: readonly ConfigKey[] = CONFIG_SCHEMA.map((s) => s.key)
@@ -357,6 +489,12 @@ export function describeType(spec: ConfigKeySpec): string {
       return `URL (${spec.protocols.map((p) => `${p}//`).join(', ')})`
     case 'module-list':
       return 'list of modules'
+    case 'http-path':
+      return 'URL path'
+    case 'origin-list':
+      return 'list of origins'
+    case 'listener-list':
+      return 'list of listeners'
   }
 }
 
@@ -404,7 +542,7 @@ export function configKeyTable(): ConfigKeyRow[] {
 // Validation
 
 /** A resolved setting's value. */
-export type ConfigValue = number | string | boolean | string[] | undefined
+export type ConfigValue = number | string | boolean | string[] | ListenerConfig[] | ListenerOptions[] | undefined
 
 export type CheckResult<T = ConfigValue> = { ok: true; value: T } | { ok: false; problem: string }
 
@@ -429,6 +567,12 @@ function expectation(spec: ConfigKeySpec): string {
       return `expected a ${spec.protocols.map((p) => `${p}//`).join(' or ')} URL`
     case 'module-list':
       return 'expected a list of module paths or package names'
+    case 'http-path':
+      return 'expected a URL path starting with "/" (no spaces, query or fragment)'
+    case 'origin-list':
+      return 'expected a list of origins such as "https://example.com" (or "*")'
+    case 'listener-list':
+      return 'expected a list of listeners (mappings with at least "type" and "port")'
   }
 }
 
@@ -520,6 +664,42 @@ export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
       }
       return { ok: true, value: out }
     }
+    case 'http-path': {
+      if (typeof value !== 'string' || !value.startsWith('/') || /[\s\u0000-\u001f\u007f?#]/.test(value)) return fail(spec, value)
+      return { ok: true, value }
+    }
+    case 'origin-list': {
+      if (!Array.isArray(value)) {
+        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
+        return fail(spec, value, hint)
+      }
+      const out: string[] = []
+      for (const [i, entry] of value.entries()) {
+        const origin = entry === '*' ? '*' : typeof entry === 'string' ? parseOrigin(entry) : undefined
+        if (origin === undefined) return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
+        out.push(origin)
+      }
+      return { ok: true, value: out }
+    }
+    case 'listener-list':
+      // Validated item by item, with a key path per problem, by ./listeners.
+      if (!Array.isArray(value)) return fail(spec, value)
+      return { ok: true, value: value as ListenerConfig[] }
+  }
+}
+
+/**
+ * The serialized origin (`https://example.com`, `http://localhost:8080`) of
+ * `text`, or undefined when it is not an http(s) origin: a scheme and a
+ * host, optionally a port, nothing else (a trailing `/` is tolerated).
+ */
+export function parseOrigin(text: string): string | undefined {
+  if (!/^https?:\/\/[^\s/?#@]+\/?$/i.test(text)) return undefined
+  try {
+    const url = new URL(text)
+    return url.origin === 'null' ? undefined : url.origin
+  } catch {
+    return undefined
   }
 }
 
@@ -554,9 +734,19 @@ export function parseText(spec: ConfigKeySpec, text: string): CheckResult {
       if (word === 'false' || word === '0') return { ok: true, value: false }
       return { ok: false, problem: `expected true, false, 1 or 0, got ${showValue(text)}` }
     }
-    case 'module-list': {
+    case 'module-list':
+    case 'origin-list': {
       const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '')
       return checkValue(spec, entries)
+    }
+    case 'listener-list': {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(text)
+      } catch (err) {
+        return { ok: false, problem: `expected a JSON list of listeners: ${err instanceof Error ? err.message : String(err)}` }
+      }
+      return checkValue(spec, parsed)
     }
     default:
       return checkValue(spec, text.trim())
