@@ -9,8 +9,9 @@
 // (pinned to core 0), run bench/loadgen (pinned to core 1), sample the
 // broker's CPU time and RSS from /proc, stop the broker. Prints one Markdown
 // table per scenario variant and writes bench/results/<date>[-quick].{md,json,png}.
-// The crosscheck scenario drives the brokers with a third-party tool
-// (mqtt-benchmark, Go) instead of bench/loadgen. fanin-tls, fanin-ws and
+// The crosscheck scenario drives the brokers with two third-party tools
+// (mqtt-benchmark in Go, and the unrelated crate mqtt-benchmark in Rust) and
+// with bench/loadgen shaped like them (10 publishers, no subscriber). fanin-tls, fanin-ws and
 // fanin-wss (not in the default set) run the fan-in sweep over plain TCP and
 // over each of those transports, broker by broker, and report each
 // transport's cost relative to TCP.
@@ -37,8 +38,24 @@ const TRANSPORT_SCENARIOS = { 'fanin-tls': 'tls', 'fanin-ws': 'ws', 'fanin-wss':
 const ALL_SCENARIOS = [...DEFAULT_SCENARIOS, ...Object.keys(TRANSPORT_SCENARIOS)]
 const TRANSPORT_NAMES = { tcp: 'TCP', tls: 'TLS', ws: 'WebSocket', wss: 'WebSocket over TLS' }
 const WS_PATH = '/mqtt'
-// Third-party load tool for the crosscheck scenario (bench/setup.sh installs it).
+// Third-party load tools for the crosscheck scenario (bench/setup.sh installs them).
 const MQTT_BENCHMARK = path.join(PEERS, 'go', 'bin', 'mqtt-benchmark')
+const RUST_MQTT_BENCHMARK = path.join(PEERS, 'rust-mqtt-benchmark', 'bin', 'mqtt-benchmark')
+const TOOLS = {
+  'mqtt-benchmark': {
+    bin: MQTT_BENCHMARK,
+    about: 'github.com/krylovsk/mqtt-benchmark, Go, Eclipse Paho client',
+    version: () => (fs.existsSync(MQTT_BENCHMARK + '.version') ? fs.readFileSync(MQTT_BENCHMARK + '.version', 'utf8').trim() : 'version unknown'),
+  },
+  'mqtt-benchmark-rs': {
+    bin: RUST_MQTT_BENCHMARK,
+    about: 'crates.io crate mqtt-benchmark, github.com/chenquan/mqtt-benchmark, Rust, rumqttc client',
+    version: () => {
+      const f = path.join(PEERS, 'rust-mqtt-benchmark', 'version')
+      return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : 'version unknown'
+    },
+  },
+}
 
 // ---------------------------------------------------------------- options
 
@@ -135,6 +152,25 @@ const METRICS = {
     ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', r.lg.successes), true],
     ['tool CPU (cores)', 'text', (r) => (r.lg.loadgen_cpu_util == null ? null : r.lg.loadgen_cpu_util.toFixed(2)), false],
   ],
+  // The Rust crate mqtt-benchmark prints only counts and durations: msg/s is
+  // messages ÷ the time until the last publish was handed to the client
+  // library (not until it was sent or acknowledged).
+  'crosscheck-rs': (v) => [
+    ['msg/s (tool total)', 'up', (r) => r.lg.total_msgs_per_sec, v.qos === 1],
+    ['ok %', 'up', (r) => (r.lg.successes == null ? null : (r.lg.successes / v.messages) * 100), false],
+    ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', r.lg.successes), true],
+    ['tool CPU (cores)', 'text', (r) => (r.lg.loadgen_cpu_util == null ? null : r.lg.loadgen_cpu_util.toFixed(2)), false],
+  ],
+  // bench/loadgen shaped like the tools: publishers only, as fast as the
+  // window (QoS 1) or the socket (QoS 0) allows, one message per write.
+  'publish-only': (v) => [
+    // QoS 1: PUBACKed ÷ step; QoS 0: written ÷ time until every publisher's
+    // closing PINGREQ was answered (so the broker has read them all).
+    ['msg/s', 'up', (r) => (v.qos === 1 ? r.lg.acked_rate : r.lg.processed_rate), true],
+    ...(v.qos === 1 ? [['PUBACK p50 µs', 'down', (r) => r.lg.puback_latency_us?.p50, false], ['PUBACK p99 µs', 'down', (r) => r.lg.puback_latency_us?.p99, false]] : []),
+    ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', v.qos === 1 ? r.lg.acked : r.lg.offered), true],
+    ['generator CPU (cores)', 'text', (r) => (r.lg.loadgen_cpu_util == null ? null : r.lg.loadgen_cpu_util.toFixed(2)), false],
+  ],
   connrate: (v) =>
     v.rates.flatMap((rate, k) => [
       [`conn/s @${kfmt(rate)}`, 'up', (r) => r.lg.steps?.[k]?.achieved_rate, false],
@@ -155,6 +191,21 @@ function crosscheck(qos, clients, count) {
     { kind: 'crosscheck', tool: 'mqtt-benchmark', qos, messages: clients * count })
 }
 
+/** A crosscheck variant with the Rust crate mqtt-benchmark: `clients` × `count` messages. */
+function crosscheckRs(qos, clients, count) {
+  const total = (clients * count).toLocaleString('en-US')
+  return variant('crosscheck', `crosscheck: third-party mqtt-benchmark (Rust crate) 0.2.4, ${clients} clients × ${count.toLocaleString('en-US')} messages (${total}), QoS ${qos}, 16 B, topic per client, up to 100 in flight (rumqttc default)`,
+    ['--client-num', String(clients), '--size', String(count), '--qos', String(qos), '--payload', 'x'.repeat(16), '--topic', 'bench/crosscheck', '--client-id', 'mqbrs'],
+    { kind: 'crosscheck-rs', tool: 'mqtt-benchmark-rs', qos, messages: clients * count })
+}
+
+/** The same shape with bench/loadgen: 10 publishers, no subscriber, one message per write. */
+function crosscheckOwn(qos, secs) {
+  return variant('crosscheck', `crosscheck: fbroker-loadgen shaped like the tools, 10 publishers, no subscriber, ${secs} s, QoS ${qos}, 16 B, as fast as ${qos === 1 ? 'a window of 100 unacknowledged messages per publisher' : 'the socket'} allows, one message per write`,
+    ['fanin', '--publishers', '10', '--subscribers', '0', '--qos', String(qos), '--payload', '16', '--rate', 'max', '--window', '100', '--batch', '1', '--duration-secs', String(secs), '--drain-max-secs', '2'],
+    { kind: 'publish-only', qos })
+}
+
 function plan(profile) {
   const q = profile === 'quick'
   const v = []
@@ -171,7 +222,11 @@ function plan(profile) {
     v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 2 s each (CONNECT→CONNACK, then DISCONNECT)',
       ['connrate', '--rates', '1000,5000', '--duration-secs', '2', '--source-addrs', '32'], { rates: [1000, 5000] }))
     v.push(crosscheck(1, 10, 2000))
+    v.push(crosscheckRs(1, 10, 20000))
+    v.push(crosscheckOwn(1, 3))
     v.push(crosscheck(0, 10, 10000))
+    v.push(crosscheckRs(0, 10, 50000))
+    v.push(crosscheckOwn(0, 3))
   } else {
     v.push(variant('fanin', 'fanin: 10 publishers → 1 subscriber (bench/+/x), QoS 0, 256 B, rate sweep',
       ['fanin-sweep', '--publishers', '10', '--payload', '256', '--rates', '20k,40k,80k,160k,320k,640k,1280k,2560k', '--duration-secs', '5', '--drain-max-secs', '3'],
@@ -190,7 +245,11 @@ function plan(profile) {
     v.push(variant('connrate', 'connrate: new connections at 1k/s then 5k/s, 5 s each (CONNECT→CONNACK, then DISCONNECT)',
       ['connrate', '--rates', '1000,5000', '--duration-secs', '5', '--source-addrs', '32'], { rates: [1000, 5000] }))
     v.push(crosscheck(1, 10, 20000))
+    v.push(crosscheckRs(1, 10, 100000))
+    v.push(crosscheckOwn(1, 10))
     v.push(crosscheck(0, 10, 100000))
+    v.push(crosscheckRs(0, 10, 250000))
+    v.push(crosscheckOwn(0, 10))
   }
   // fanin over other transports: one variant for every transport asked for,
   // so the TCP baseline runs once and each broker runs its transports back to
@@ -540,7 +599,7 @@ function runLoadgen(args, port, onMark, limitMs) {
  * The whole run is one "step"; the tool's CPU time comes from the wrapping
  * shell's `times` (children's user + system time).
  */
-function runMqttBenchmark(v, port, onMark) {
+function runMqttBenchmark(v, port, onMark, settle) {
   const argv = [path.relative(ROOT, MQTT_BENCHMARK), ...v.args, '--broker', `tcp://${HOST}:${port}`]
   const pin = PIN ? ['taskset', '-c', '1'] : []
   // At least 1,000 msg/s, or it is killed (with its process group).
@@ -558,10 +617,14 @@ function runMqttBenchmark(v, port, onMark) {
       killed = true
       try { process.kill(-child.pid, 'SIGKILL') } catch {}
     }, limitMs)
-    child.on('close', (code, sig) => {
+    child.on('close', async (code, sig) => {
       clearTimeout(timer)
-      onMark('step0:end')
       const wall = Number(process.hrtime.bigint() - t0) / 1e9
+      // The tool may finish before the broker has read everything it wrote
+      // (QoS 0 sits in socket buffers): the broker's CPU is read once it has
+      // gone quiet.
+      await settle()
+      onMark('step0:end')
       const cpuLine = [...err.matchAll(/(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s/g)].pop()
       const cpu = cpuLine ? Number(cpuLine[1]) * 60 + Number(cpuLine[2]) + Number(cpuLine[3]) * 60 + Number(cpuLine[4]) : null
       const logLines = err.split('\n').filter((l) => l.trim() && !/^\d+m[\d.]+s\s+\d+m[\d.]+s$/.test(l.trim()))
@@ -575,6 +638,52 @@ function runMqttBenchmark(v, port, onMark) {
         if (killed) json = { error: `mqtt-benchmark killed after ${limitMs / 1000} s` }
       }
       resolve({ code, sig, json, stderr: logLines.join('\n'), cmdline: (PIN ? 'taskset -c 1 ' : '') + argv.join(' ') })
+    })
+  })
+}
+
+/**
+ * Runs the Rust crate mqtt-benchmark (pinned like the load generator). It
+ * prints one line per client and a total line,
+ * `N client, total: M, duration: D (sec), avg speed: S (msg/sec)`, which
+ * becomes {total_msgs_per_sec, successes}. Tool CPU from `times`, as above.
+ */
+function runRustMqttBenchmark(v, port, onMark, settle) {
+  const argv = [path.relative(ROOT, RUST_MQTT_BENCHMARK), ...v.args, '--broker', `${HOST}:${port}`]
+  const pin = PIN ? ['taskset', '-c', '1'] : []
+  const limitMs = 60_000 + v.messages
+  return new Promise((resolve) => {
+    onMark('step0:begin')
+    const t0 = process.hrtime.bigint()
+    const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; "$@"; rc=$?; times >&2; exit $rc', 'sh', ...pin, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    let killed = false
+    const timer = setTimeout(() => {
+      killed = true
+      try { process.kill(-child.pid, 'SIGKILL') } catch {}
+    }, limitMs)
+    child.on('close', async (code, sig) => {
+      clearTimeout(timer)
+      const wall = Number(process.hrtime.bigint() - t0) / 1e9
+      // The tool may finish before the broker has read everything it wrote
+      // (QoS 0 sits in socket buffers): the broker's CPU is read once it has
+      // gone quiet.
+      await settle()
+      onMark('step0:end')
+      const cpuLine = [...err.matchAll(/(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s/g)].pop()
+      const cpu = cpuLine ? Number(cpuLine[1]) * 60 + Number(cpuLine[2]) + Number(cpuLine[3]) * 60 + Number(cpuLine[4]) : null
+      const m = out.match(/(\d+) client, total: (\d+), duration: ([\d.]+) \(sec\), avg speed: ([\d.]+) \(msg\/sec\)/)
+      const failures = out.split('\n').filter((l) => /failed/.test(l))
+      const clients = [...out.matchAll(/client: (\d+), num: (\d+), duration: ([\d.]+) \(sec\), speed: ([\d.]+)/g)].map((x) => ({ client: Number(x[1]), num: Number(x[2]), secs: Number(x[3]), msgs_per_sec: Number(x[4]) }))
+      let json = null
+      if (m) {
+        json = { scenario: 'crosscheck', tool: 'mqtt-benchmark-rs', clients: Number(m[1]), successes: Number(m[2]), duration_secs: Number(m[3]), total_msgs_per_sec: Number(m[4]), runs: clients, loadgen_cpu_secs: cpu, loadgen_cpu_util: cpu == null ? null : cpu / wall, wall_secs: wall }
+        if (failures.length) json.last_error = `${failures.length} failure line(s), last: ${failures[failures.length - 1]}`
+      } else json = { error: killed ? `mqtt-benchmark (Rust) killed after ${limitMs / 1000} s` : `no total line in its output (exit ${code ?? sig}): ${oneLine(out.slice(-200) + err.slice(-200))}` }
+      resolve({ code, sig, json, stderr: err, cmdline: (PIN ? 'taskset -c 1 ' : '') + argv.join(' ') })
     })
   })
 }
@@ -678,7 +787,18 @@ async function runOne(name, info, v, transport = 'tcp') {
     const s = procSample(b.pid)
     if (s) rssHoldKb = Math.max(rssHoldKb ?? 0, s.rssKb)
   }, 250)
-  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark) : await runLoadgen([...v.args, ...transportArgs(t)], b.port, onMark, limitFor(v.args))
+  // Third-party tools: wait until the broker's CPU time stops growing (less
+  // than 2 ticks in 100 ms, at most 5 s) before the end sample.
+  const settle = async () => {
+    let last = procSample(b.pid)?.cpu
+    for (let i = 0; i < 50 && last != null; i++) {
+      await sleep(100)
+      const c = procSample(b.pid)?.cpu
+      if (c == null || c - last < 2 / CLK_TCK) break
+      last = c
+    }
+  }
+  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark, settle) : v.tool === 'mqtt-benchmark-rs' ? await runRustMqttBenchmark(v, b.port, onMark, settle) : await runLoadgen([...v.args, ...transportArgs(t)], b.port, onMark, limitFor(v.args))
   clearInterval(poll)
   const end = procSample(b.pid)
   // CPU used by everything else on the machine meanwhile (other users' builds
@@ -833,6 +953,43 @@ function transportCostSection(v, rows) {
   return { title: `${v.title} — each transport ÷ TCP, same broker, same run`, md: lines.join('\n'), notes }
 }
 
+/**
+ * The crosscheck figures of one QoS side by side: for each tool (the Go and
+ * Rust third-party tools, bench/loadgen shaped like them) its msg/s and the
+ * broker's CPU µs per message, each with fbroker ÷ peer from the same tool.
+ */
+function crosscheckSideBySide(qos, cc) {
+  const cols = cc.map(({ variant: v, rows }) => {
+    const ms = METRICS[v.kind](v)
+    return { v, rows, rate: ms.find(([l]) => l.startsWith('msg/s')), cpu: ms.find(([l]) => l === 'CPU µs/msg'), name: shortTitle(v).replace(/^crosscheck /, '').replace(/ q\d$/, '') }
+  })
+  const head = ['broker']
+  for (const c of cols) head.push(`${c.name} msg/s ↑`, 'fb/peer')
+  for (const c of cols) head.push(`${c.name} CPU µs/msg ↓`, 'fb/peer')
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`]
+  const val = (c, n, m) => {
+    const r = c.rows.find((x) => x.broker === n)
+    if (!r) return { text: '—', x: null }
+    if (r.missing) return { text: 'MISSING', x: null }
+    if (r.result.error) return { text: 'FAILED', x: null }
+    const x = safe(m[2], r.result)
+    return { text: fmt(x), x }
+  }
+  for (const n of brokers) {
+    const cells = [n]
+    for (const key of ['rate', 'cpu']) {
+      for (const c of cols) {
+        const a = val(c, n, c[key])
+        const f = val(c, 'fbroker', c[key])
+        cells.push(a.text, n === 'fbroker' ? '(ref)' : ratioText(f.x, a.x))
+      }
+    }
+    lines.push(`| ${cells.join(' | ')} |`)
+  }
+  const notes = ['- Same load shape for every tool (10 publishing clients, 16 B, no subscriber), each tool with its own client library and pacing: the Go tool waits for each publish to complete before the next (one in flight), the Rust tool keeps up to 100 QoS 1 messages in flight and stops its clock when the last publish is queued in its client, bench/loadgen keeps a window of 100 (QoS 1) and writes one message per syscall. Compare ratios down a column (same tool), not across columns.']
+  return { title: `crosscheck side by side, QoS ${qos}: third-party tools and bench/loadgen`, md: lines.join('\n'), notes }
+}
+
 function safe(get, r) {
   try {
     const x = get(r)
@@ -846,7 +1003,8 @@ function oneLine(s) {
 }
 function shortTitle(v) {
   if (v.transports) return `fanin 10p${v.transport ? ` ${v.transport}` : ''}`
-  return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' || v.kind === 'crosscheck' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
+  if (v.scenario === 'crosscheck') return `crosscheck ${v.tool === 'mqtt-benchmark' ? 'Go tool' : v.tool === 'mqtt-benchmark-rs' ? 'Rust tool' : 'loadgen'} q${v.qos}`
+  return v.title.split(':')[0] + (v.args.includes('--publishers') ? ` ${v.args[v.args.indexOf('--publishers') + 1]}p` : '') + (v.kind === 'fanout' ? ` q${v.args[v.args.indexOf('--qos') + 1]}` : '')
 }
 
 // ---------------------------------------------------------------- chart
@@ -939,8 +1097,10 @@ async function main() {
   for (const [n, i] of Object.entries(infos)) {
     process.stderr.write(i.missing ? `MISSING ${n}: ${i.missing}\n` : `found   ${n}: ${i.version}\n`)
   }
-  const toolVersion = fs.existsSync(MQTT_BENCHMARK) ? `mqtt-benchmark ${(fs.existsSync(MQTT_BENCHMARK + '.version') ? fs.readFileSync(MQTT_BENCHMARK + '.version', 'utf8').trim() : 'version unknown')}` : null
-  if (scenarios.includes('crosscheck')) process.stderr.write(toolVersion ? `found   ${toolVersion}\n` : `MISSING mqtt-benchmark: ${path.relative(ROOT, MQTT_BENCHMARK)} (bench/setup.sh)\n`)
+  const toolText = (k) => (fs.existsSync(TOOLS[k].bin) ? `${k} ${TOOLS[k].version()} (${TOOLS[k].about})` : null)
+  if (scenarios.includes('crosscheck')) {
+    for (const k of Object.keys(TOOLS)) process.stderr.write(toolText(k) ? `found   ${toolText(k)}\n` : `MISSING ${k}: ${path.relative(ROOT, TOOLS[k].bin)} (bench/setup.sh)\n`)
+  }
   if (!PIN) process.stderr.write('note: CPU pinning off (--no-pin, fewer than 2 cores, or no taskset)\n')
 
   const variants = plan(PROFILE)
@@ -952,15 +1112,15 @@ async function main() {
   for (const v of variants) {
     process.stderr.write(`\n== ${v.title}\n`)
     const rows = []
-    const toolMissing = v.tool === 'mqtt-benchmark' && !fs.existsSync(MQTT_BENCHMARK)
-    if (toolMissing) process.stderr.write(`   MISSING ${path.relative(ROOT, MQTT_BENCHMARK)} (bench/setup.sh installs it): scenario skipped\n`)
+    const toolMissing = v.tool && !fs.existsSync(TOOLS[v.tool].bin)
+    if (toolMissing) process.stderr.write(`   MISSING ${path.relative(ROOT, TOOLS[v.tool].bin)} (bench/setup.sh installs it): scenario skipped\n`)
     for (const n of brokers) {
       const info = infos[n]
       // Transport variants: each broker runs every transport back to back.
       for (const transport of v.transports ?? ['tcp']) {
         const label = v.transports ? `${n}/${transport}` : n
         if (toolMissing) {
-          rows.push({ broker: n, transport, missing: `load tool ${path.relative(ROOT, MQTT_BENCHMARK)} not installed (bench/setup.sh)` })
+          rows.push({ broker: n, transport, missing: `load tool ${path.relative(ROOT, TOOLS[v.tool].bin)} not installed (bench/setup.sh)` })
           continue
         }
         if (info.missing) {
@@ -1019,6 +1179,10 @@ async function main() {
     }
     if (v.transports) sections.push(transportCostSection(v, rows))
   }
+  for (const qos of [1, 0]) {
+    const cc = results.filter(({ variant: v }) => v.scenario === 'crosscheck' && v.qos === qos)
+    if (cc.length >= 2) sections.push(crosscheckSideBySide(qos, cc))
+  }
   const wall = (Date.now() - t0) / 1000
   const m = machine()
   const missing = brokers.filter((n) => infos[n].missing)
@@ -1038,7 +1202,9 @@ async function main() {
     const i = infos[n]
     md += i.missing ? `- **${n}**: MISSING — ${i.missing}\n` : `- **${n}**: ${i.version}. ${i.config}\n`
   }
-  if (scenarios.includes('crosscheck')) md += `- **crosscheck load tool**: ${toolVersion ? `${toolVersion} (github.com/krylovsk/mqtt-benchmark, Go, Eclipse Paho client)` : 'MISSING (bench/setup.sh)'}\n`
+  if (scenarios.includes('crosscheck')) {
+    for (const k of Object.keys(TOOLS)) md += `- **crosscheck load tool ${k}**: ${toolText(k) ?? `MISSING (${path.relative(ROOT, TOOLS[k].bin)}; bench/setup.sh)`}\n`
+  }
   const shown = new Set()
   for (const { rows } of results) {
     for (const r of rows) {

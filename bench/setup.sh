@@ -5,7 +5,6 @@
 #
 #   bash bench/setup.sh            # everything (rumqttd compiles for minutes)
 #   SKIP_RUMQTTD=1 bash bench/setup.sh
-#                                                # of its v0.2.0 tag if `go install` cannot
 #
 # Idempotent: what is already there is only checked.
 set -u
@@ -63,7 +62,7 @@ else
   STATUS[rsvg-convert]="MISSING: charts stay SVG (apt-get install -y librsvg2-bin)"
 fi
 
-# --- Aedes (npm) -----------------------------------------------------------------
+# --- Aedes (npm), and ws for its WebSocket listeners ------------------------------
 if [ -f $PEERS/node_modules/aedes/package.json ]; then
   STATUS[aedes]="ok: aedes $(node -p "require('./$PEERS/node_modules/aedes/package.json').version")"
 else
@@ -80,6 +79,28 @@ else
   else
     STATUS[aedes]="MISSING: npm install --prefix $PEERS aedes failed"
   fi
+fi
+# ws (npm): Aedes' WebSocket listeners in bench/peers/aedes-server.mjs
+# (fanin-ws, fanin-wss); without it those rows say "not supported".
+if [ ! -f $PEERS/node_modules/ws/package.json ]; then
+  echo "== npm install --prefix $PEERS ws"
+  npm install --prefix $PEERS --no-audit --no-fund ws >/dev/null 2>&1 || true
+fi
+if [ -f $PEERS/node_modules/ws/package.json ]; then
+  STATUS[ws]="ok: ws $(node -p "require('./$PEERS/node_modules/ws/package.json').version") (Aedes over WebSocket)"
+else
+  STATUS[ws]="MISSING: npm install --prefix $PEERS ws failed (Aedes rows of fanin-ws/fanin-wss: not supported)"
+fi
+
+# --- openssl: scripts/gencert.sh makes the certificates of fanin-tls/fanin-wss --------
+if ! command -v openssl >/dev/null; then
+  echo "== installing openssl (apt)"
+  apt_install openssl
+fi
+if command -v openssl >/dev/null; then
+  STATUS[openssl]="ok: $(openssl version)"
+else
+  STATUS[openssl]="MISSING: no openssl (fanin-tls/fanin-wss cannot make certificates)"
 fi
 
 # --- rumqttd (crates.io) -----------------------------------------------------------
@@ -122,11 +143,29 @@ else
   fi
 fi
 
+# --- mqtt-benchmark, Rust (crates.io, third party: the crosscheck scenario) -----------
+# The crate `mqtt-benchmark` 0.2.4 (github.com/chenquan/mqtt-benchmark, rumqttc
+# client), installed with `cargo install --locked` into
+# bench/peers/rust-mqtt-benchmark. Not the Go tool of the same name above.
+RMQB_VERSION=0.2.4
+RMQB=$PEERS/rust-mqtt-benchmark/bin/mqtt-benchmark
+if [ -x $RMQB ] && [ "$(cat $PEERS/rust-mqtt-benchmark/version 2>/dev/null)" = "$RMQB_VERSION" ]; then
+  STATUS[mqtt-benchmark-rs]="ok: $RMQB, crate mqtt-benchmark $RMQB_VERSION"
+else
+  echo "== cargo install mqtt-benchmark@$RMQB_VERSION --locked --root $PEERS/rust-mqtt-benchmark (compiles for a few minutes)"
+  if cargo install mqtt-benchmark --version $RMQB_VERSION --locked --root $PEERS/rust-mqtt-benchmark >$PEERS/rust-mqtt-benchmark-install.log 2>&1 && [ -x $RMQB ]; then
+    echo "$RMQB_VERSION" >$PEERS/rust-mqtt-benchmark/version
+    STATUS[mqtt-benchmark-rs]="ok: $RMQB, crate mqtt-benchmark $RMQB_VERSION"
+  else
+    STATUS[mqtt-benchmark-rs]="MISSING: cargo install mqtt-benchmark@$RMQB_VERSION failed (see $PEERS/rust-mqtt-benchmark-install.log)"
+  fi
+fi
+
 echo
 echo "== setup summary"
 rc=0
-for k in loadgen fbroker mosquitto aedes rumqttd mqtt-benchmark rsvg-convert; do
-  printf '  %-15s %s\n' "$k" "${STATUS[$k]}"
+for k in loadgen fbroker mosquitto aedes ws rumqttd mqtt-benchmark mqtt-benchmark-rs openssl rsvg-convert; do
+  printf '  %-18s %s\n' "$k" "${STATUS[$k]}"
 done
 case "${STATUS[loadgen]}" in ok*) ;; *) rc=1 ;; esac
 case "${STATUS[fbroker]}" in ok*) ;; *) rc=1 ;; esac

@@ -90,6 +90,10 @@ enum Cmd {
         drain: Drain,
         #[arg(long, default_value_t = 10)]
         publishers: usize,
+        /// Subscribers of the filter (0: publish only, as third-party
+        /// publish benchmarks do; QoS 1 then counts PUBACKs).
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
         /// Payload bytes (≥ 16: timestamp + id, then padding).
         #[arg(long, default_value_t = 16)]
         payload: usize,
@@ -307,9 +311,9 @@ async fn run(cmd: Cmd) -> Result<Value> {
     let d = dur(c.duration_secs)?;
     let mut params = Map::new();
     let result = match cmd {
-        Cmd::Fanin { drain, publishers, payload, rate, filter, qos, window, batch, .. } => {
-            params.extend(json!({ "publishers": publishers, "subscribers": 1, "payload": payload, "rate": rate, "filter": filter, "qos": qos }).as_object().unwrap().clone());
-            let cfg = pubsub_cfg(&c, &drain, publishers, 1, Box::new(|i| format!("bench/{i}/x")), filter, (qos, qos), payload, window, batch)?;
+        Cmd::Fanin { drain, publishers, subscribers, payload, rate, filter, qos, window, batch, .. } => {
+            params.extend(json!({ "publishers": publishers, "subscribers": subscribers, "payload": payload, "rate": rate, "filter": filter, "qos": qos, "window": window, "batch": batch }).as_object().unwrap().clone());
+            let cfg = pubsub_cfg(&c, &drain, publishers, subscribers, Box::new(|i| format!("bench/{i}/x")), filter, (qos, qos), payload, window, batch)?;
             let steps = [pubsub::StepSpec { rate: parse_rate(&rate)?, duration: d }];
             flatten_single(pubsub::run(cfg, &steps, |_| pubsub::Next::Continue).await?)
         }

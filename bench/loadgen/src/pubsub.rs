@@ -49,6 +49,17 @@ pub struct Config {
     pub drain_idle: Duration,
 }
 
+impl Config {
+    /// QoS 0 without subscribers: nothing comes back to say the broker has
+    /// read what was written (it may still sit in socket buffers when the
+    /// step ends), so each publisher ends its step with a PINGREQ, and the
+    /// step is complete when every PINGRESP is back (a broker answers a
+    /// connection's packets in order).
+    fn barrier(&self) -> bool {
+        self.subscribers == 0 && self.qos == 0
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct StepSpec {
     /// Aggregate offered rate (msg/s over all publishers); None = as fast as possible.
@@ -73,6 +84,8 @@ struct Shared {
     offered: Vec<AtomicU64>,
     acked: Vec<AtomicU64>,
     delivered: Vec<AtomicU64>,
+    /// PINGRESPs seen by publishers (the end-of-step barrier, see `barrier`).
+    pingresps: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -80,7 +93,7 @@ struct Shared {
 impl Shared {
     fn new() -> Self {
         let v = || (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect();
-        Shared { offered: v(), acked: v(), delivered: v(), errors: AtomicU64::new(0), last_error: Mutex::new(None) }
+        Shared { offered: v(), acked: v(), delivered: v(), pingresps: AtomicU64::new(0), errors: AtomicU64::new(0), last_error: Mutex::new(None) }
     }
     fn error(&self, what: &str, e: &anyhow::Error) {
         self.errors.fetch_add(1, Relaxed);
@@ -242,7 +255,9 @@ async fn publisher_reader(
             let now = now_ns();
             let mut freed = 0;
             while let Some((pkt, used)) = mqtt::parse(&buf[off..])? {
-                if let Packet::PubAck { packet_id } = pkt {
+                if let Packet::PingResp = pkt {
+                    shared.pingresps.fetch_add(1, Relaxed);
+                } else if let Packet::PubAck { packet_id } = pkt {
                     let p = packet_id as usize;
                     let sent = out.sent_ns[p].swap(0, AcqRel);
                     if sent != 0 {
@@ -399,6 +414,7 @@ async fn publisher(
     index: usize,
     stream: Conn,
     buf: BytesMut,
+    barrier: bool,
     topic: String,
     cfg_qos: u8,
     payload: usize,
@@ -450,6 +466,9 @@ async fn publisher(
                         shared.error("publisher", &e);
                         broken = true;
                     }
+                }
+                if barrier && !broken && wr.send(&mqtt::PINGREQ).await.is_err() {
+                    broken = true;
                 }
                 let _ = done.send(index);
             }
@@ -526,6 +545,7 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
             i,
             s,
             b,
+            cfg.barrier(),
             (cfg.pub_topic)(i),
             cfg.qos,
             cfg.payload,
@@ -549,6 +569,7 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
         eprintln!("MARK step={k} begin");
         let cpu0 = self_cpu_secs();
         let t0 = Instant::now();
+        let pings0 = shared.pingresps.load(Relaxed);
         phase_tx.send(Phase::Run {
             index: k as u16,
             rate_per_pub: spec.rate.map(|r| r / cfg.publishers as f64),
@@ -568,21 +589,29 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
         let td = Instant::now();
         let mut last = (u64::MAX, u64::MAX);
         let mut last_change = Instant::now();
+        let mut barrier_secs = None;
         loop {
             let offered = shared.offered[k].load(Relaxed);
             let delivered = shared.delivered[k].load(Relaxed);
             let acked = shared.acked[k].load(Relaxed);
-            let complete = delivered >= offered * fan && (cfg.qos == 0 || acked >= offered);
-            if complete || td.elapsed() >= cfg.drain_max {
+            let barrier_done = shared.pingresps.load(Relaxed) - pings0 >= cfg.publishers as u64;
+            let complete = delivered >= offered * fan && (cfg.qos == 0 || acked >= offered) && (!cfg.barrier() || barrier_done);
+            if complete {
+                if cfg.barrier() {
+                    barrier_secs = Some(t0.elapsed().as_secs_f64());
+                }
+                break;
+            }
+            if td.elapsed() >= cfg.drain_max {
                 break;
             }
             if (delivered, acked) != last {
                 last = (delivered, acked);
                 last_change = Instant::now();
-            } else if last_change.elapsed() >= cfg.drain_idle {
+            } else if !cfg.barrier() && last_change.elapsed() >= cfg.drain_idle {
                 break;
             }
-            sleep(Duration::from_millis(10)).await;
+            sleep(Duration::from_millis(if cfg.barrier() { 1 } else { 10 })).await;
         }
         let drain_secs = td.elapsed().as_secs_f64();
         eprintln!("MARK step={k} end");
@@ -609,8 +638,17 @@ pub async fn run(cfg: Config, steps: &[StepSpec], mut judge: impl FnMut(&Value) 
             "delivered_pct": if expected > 0 { (delivered as f64 * 1e5 / expected as f64).round() / 1e3 } else { 0.0 },
             "loadgen_cpu_util": round2(cpu / wall),
         });
+        if cfg.barrier() {
+            // Written and read by the broker: offered ÷ time until the last PINGRESP.
+            row["barrier_complete"] = json!(barrier_secs.is_some());
+            row["processed_rate"] = match barrier_secs {
+                Some(b) => json!((offered as f64 / b).round()),
+                None => Value::Null,
+            };
+        }
         if cfg.qos > 0 {
             row["acked"] = json!(acked);
+            row["acked_rate"] = json!((acked as f64 / dur).round());
             row["unacked"] = json!(offered.saturating_sub(acked));
         }
         let next = judge(&row);
