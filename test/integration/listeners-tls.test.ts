@@ -321,3 +321,45 @@ describe('TLS listener with use_identity_as_username', { skip }, () => {
     assert.deepEqual(box.got.map((m) => `${m.topic} ${m.payload}`), [`devices/${SENSOR}/temp 21.5`])
   })
 })
+
+describe('use_identity_as_username with a password file', { skip }, () => {
+  let broker: any
+  let tlsPort = 0
+  let tcpPort = 0
+  const connected: Array<{ clientId: string; username?: string }> = []
+  before(async () => {
+    const dir = tempDir('listeners-identity-pw')
+    const passwordFile = join(dir, 'passwd')
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Broker, hashPassword } = require('fbroker')
+    writeFileSync(passwordFile, `watcher:${await hashPassword('watcher-pw', { iterations: 1000 })}\n`)
+    broker = await Broker.start({
+      host: '127.0.0.1',
+      logger: false,
+      passwordFile,
+      listeners: [
+        { type: 'tcp', port: 0 },
+        { type: 'tls', port: 0, cert: sensorCerts.cert, key: sensorCerts.key, cafile: sensorCerts.ca, requireCertificate: true, useIdentityAsUsername: true },
+      ],
+    })
+    broker.on('clientConnected', (e: any) => connected.push(e))
+    tlsPort = broker.boundListeners.find((l: any) => l.protocol === 'tls').port
+    tcpPort = broker.boundListeners.find((l: any) => l.protocol === 'tcp').port
+  })
+  after(() => broker?.close())
+
+  test('[fbroker] the verified certificate stands in for the password (as in Mosquitto): a certificate client without credentials connects as its CN, while a TCP client without them is refused (CONNACK 5)', async (t) => {
+    const clientId = uid('cert-only')
+    await connectVia(t, 'tls', tlsPort, sensorCerts, { clientCert: true, clientId })
+    await waitForEvent(connected, clientId)
+    assert.equal(connected.find((e) => e.clientId === clientId)?.username, SENSOR)
+    await assert.rejects(connectVia(t, 'tcp', tcpPort), /Not authorized|Connection refused/i)
+    await connectVia(t, 'tcp', tcpPort, undefined, { username: 'watcher', password: 'watcher-pw' })
+  })
+})
+
+async function waitForEvent(events: Array<{ clientId: string }>, clientId: string): Promise<void> {
+  const deadline = Date.now() + 2000
+  while (!events.some((e) => e.clientId === clientId) && Date.now() < deadline) await sleep(20)
+  assert.ok(events.some((e) => e.clientId === clientId), `no clientConnected event for ${clientId}`)
+}

@@ -7,6 +7,7 @@
 // receiving.
 import { after, before, describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { connect as netConnect } from 'node:net'
 import type { ConnectionOptions } from 'node:tls'
 import { target } from '../helpers/broker'
 import { uid } from '../helpers/clients'
@@ -66,6 +67,7 @@ describe('MQTT over WebSocket', { skip }, () => {
       host: '127.0.0.1',
       logger: false,
       maxPacketSize: MAX_PACKET,
+      connectTimeoutMs: 1500,
       listeners: [
         { type: 'ws', port: 0 },
         { type: 'wss', port: 0, cert: certs.cert, key: certs.key },
@@ -142,6 +144,34 @@ describe('MQTT over WebSocket', { skip }, () => {
       assert.equal(response.status, status, `${JSON.stringify(raw.split('\r\n')[0])}: ${response.head}`)
       await assertClosed(ws, raw.split('\r\n')[0]!)
     }
+  })
+
+  test('[fbroker] an upgrade request head over 8 KiB gets HTTP 431 and is closed', async (t) => {
+    const big = `GET /mqtt HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(9000)}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`
+    const { response, ws } = await RawWs.upgrade(port.ws, { raw: big })
+    t.after(() => ws.destroy())
+    assert.equal(response.status, 431, response.head)
+    await assertClosed(ws, 'oversized request head')
+  })
+
+  test('[fbroker] an upgrade request that never ends is closed after connect_timeout_ms; a client on the same listener keeps working', async (t) => {
+    const other = await bystander(t, 'ws')
+    const s = netConnect(port.ws, '127.0.0.1')
+    t.after(() => s.destroy())
+    s.on('error', () => {})
+    await new Promise<void>((resolve) => s.once('connect', () => resolve()))
+    s.write('GET /mqtt HTTP/1.1\r\nHost: x\r\n') // and nothing more
+    const started = Date.now()
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000)
+      s.once('close', () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
+    assert.ok(closed, 'still open 5 s later (connect_timeout_ms is 1500)')
+    assert.ok(Date.now() - started >= 1000, `closed after only ${Date.now() - started} ms`)
+    await other.stillWorks()
   })
 
   test('[fbroker] allowed_origins: a browser Origin on the list is accepted (case and trailing slash ignored), another gets HTTP 403, a request without Origin is accepted', async (t) => {
