@@ -949,6 +949,8 @@ function transportCostSection(v, rows) {
       lines.push(`| ${cells.join(' | ')} |`)
     }
   }
+  const neg = rows.filter((r) => r.result?.lg?.params?.tls_negotiated).map((r) => `${r.broker} ${TRANSPORT_NAMES[r.transport]}: ${r.result.lg.params.tls_negotiated}`)
+  if (neg.length) notes.push(`- TLS negotiated (first connection of each run): ${neg.join('; ')}`)
   notes.push(`- Each cell: ratio (${'<transport>'} figure / TCP figure), both measured in this run, the broker started afresh for each. ↑ columns: below 1 = slower over that transport; ↓ columns: above 1 = it costs more. \`≥\`/\`≤\`: one side of the ratio is a lower bound (its sweep reached the top step); \`?\`: both are.`)
   return { title: `${v.title} — each transport ÷ TCP, same broker, same run`, md: lines.join('\n'), notes }
 }

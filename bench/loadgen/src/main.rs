@@ -414,6 +414,7 @@ async fn run(cmd: Cmd) -> Result<Value> {
     params.insert("transport".into(), json!(c.transport.as_str()));
     if c.transport.tls() {
         params.insert("tls_version".into(), json!(c.tls_version));
+        params.insert("tls_negotiated".into(), json!(transport::negotiated()));
     }
     if c.transport.ws() {
         params.insert("ws_path".into(), json!(c.ws_path));

@@ -12,7 +12,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -69,6 +69,14 @@ pub struct Transport {
     host_header: String,
 }
 
+/// What the first TLS handshake of the process negotiated, e.g.
+/// "TLSv1_3 TLS13_AES_256_GCM_SHA384".
+static NEGOTIATED: OnceLock<String> = OnceLock::new();
+
+pub fn negotiated() -> Option<&'static str> {
+    NEGOTIATED.get().map(|s| s.as_str())
+}
+
 pub struct TransportOptions<'a> {
     pub kind: Kind,
     pub cafile: Option<&'a str>,
@@ -120,6 +128,12 @@ impl Transport {
             None => Stream::Tcp(tcp),
             Some((connector, name)) => {
                 let s = connector.connect(name.clone(), tcp).await.context("TLS handshake")?;
+                if NEGOTIATED.get().is_none() {
+                    let c = s.get_ref().1;
+                    let v = c.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+                    let cs = c.negotiated_cipher_suite().map(|cs| format!("{:?}", cs.suite())).unwrap_or_default();
+                    let _ = NEGOTIATED.set(format!("{v} {cs}"));
+                }
                 Stream::Tls(Box::new(s))
             }
         };
