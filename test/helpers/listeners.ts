@@ -58,6 +58,12 @@ export interface Received {
   retain: boolean
 }
 
+/** The first messages of `got`, payloads cut short, for failure messages. */
+function summary(got: Received[]): string {
+  const shown = got.slice(0, 10).map((m) => `${m.topic} ${m.payload.length > 40 ? `${m.payload.slice(0, 40)}… (${m.payload.length} chars)` : m.payload}`)
+  return JSON.stringify(shown) + (got.length > 10 ? ` and ${got.length - 10} more` : '')
+}
+
 /** Everything `client` receives, with a wait for a count or a topic. */
 export function inbox(client: MqttClient) {
   const got: Received[] = []
@@ -76,7 +82,7 @@ export function inbox(client: MqttClient) {
       }
       const timer = setTimeout(() => {
         waiters.delete(check)
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; received ${JSON.stringify(got)}`))
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}; received ${got.length}: ${summary(got)}`))
       }, ms)
       waiters.add(check)
       check()

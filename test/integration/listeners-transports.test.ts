@@ -71,6 +71,31 @@ function transportTests(ports: () => Ports) {
     await pub.publishAsync(topic, '', { qos: 1, retain: true })
   })
 
+  test('[fbroker] a 900 KiB message and a burst of 800 QoS 1 messages (under max_queued_messages) from a TCP client reach tls, ws and wss subscribers intact and in order', async (t) => {
+    const base = uid('bulk/')
+    const subs = await Promise.all((['tls', 'ws', 'wss'] as const).map((p) => connectVia(t, p, ports()[p], certs)))
+    const boxes = subs.map((c) => inbox(c))
+    const bigs: Buffer[] = []
+    subs.forEach((c, k) => c.on('message', (topic, payload) => topic === `${base}/big` && (bigs[k] = Buffer.from(payload))))
+    await Promise.all(subs.map((c) => c.subscribeAsync(`${base}/#`, { qos: 1 })))
+    const pub = await connectVia(t, 'tcp', ports().tcp)
+    const big = Buffer.alloc(900 * 1024)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31 + 7) & 0xff
+    await pub.publishAsync(`${base}/big`, big, { qos: 1 })
+    const N = 800
+    await Promise.all(Array.from({ length: N }, (_, i) => pub.publishAsync(`${base}/n`, `m${i}`, { qos: 1 })))
+    for (const [k, box] of boxes.entries()) {
+      await box.count(N + 1, 20_000)
+      const name = ['tls', 'ws', 'wss'][k]
+      assert.ok(bigs[k]?.equals(big), `${name}: the big message arrived intact (${bigs[k]?.length} bytes)`)
+      assert.deepEqual(
+        box.got.filter((m) => m.topic === `${base}/n`).map((m) => m.payload),
+        Array.from({ length: N }, (_, i) => `m${i}`),
+        `${name}: the burst, in order`,
+      )
+    }
+  })
+
   test('[fbroker] every listener reaches every listener: one client on each publishes once, each of the four receives all four messages', async (t) => {
     const base = uid('mesh/')
     const clients = await Promise.all(PROTOCOLS.map((p) => connectVia(t, p, ports()[p], certs)))
