@@ -14,6 +14,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { join } from 'node:path'
 import { onPath, tempDir } from '../helpers/auth'
 import { target } from '../helpers/broker'
+import { startCli } from '../helpers/cli-broker'
 import { uid } from '../helpers/clients'
 import { connectVia, inbox } from '../helpers/listeners'
 import { makeCerts } from '../helpers/tls'
@@ -363,3 +364,32 @@ async function waitForEvent(events: Array<{ clientId: string }>, clientId: strin
   while (!events.some((e) => e.clientId === clientId) && Date.now() < deadline) await sleep(20)
   assert.ok(events.some((e) => e.clientId === clientId), `no clientConnected event for ${clientId}`)
 }
+
+test('[fbroker] fbroker start --tls-port --cert --key --cafile --require-certificate: mosquitto_pub with a client certificate is delivered, without one it is refused', { skip: skipTools, timeout: 60_000 }, async (t) => {
+  const cli = await startCli([
+    '--host', '127.0.0.1',
+    '--port', '0',
+    '--tls-port', '0',
+    '--cert', certs.cert,
+    '--key', certs.key,
+    '--cafile', certs.ca,
+    '--require-certificate',
+  ])
+  t.after(() => cli.stop())
+  const tls = cli.of('tls')
+  assert.equal(tls.length, 1)
+  const banner = cli.entries.find((e) => e.listener === tls[0]!.url)
+  assert.match(String(banner?.msg), /client certificate required/)
+  const sub = await connectVia(t, 'tcp', cli.of('tcp')[0]!.port)
+  const box = inbox(sub)
+  const topic = uid('cli-certs/')
+  await sub.subscribeAsync(topic, { qos: 1 })
+  const refused = await run('mosquitto_pub', [...tlsArgs(tls[0]!.port, certs, false), '-t', topic, '-m', 'no cert', '-q', '1']).done
+  assert.notEqual(refused.code, 0, `mosquitto_pub without a certificate; output:\n${refused.output}`)
+  const ok = await run('mosquitto_pub', [...tlsArgs(tls[0]!.port), '-t', topic, '-m', 'with cert', '-q', '1']).done
+  assert.equal(ok.code, 0, `mosquitto_pub with a certificate; output:\n${ok.output}`)
+  await box.topic(topic)
+  await sleep(100)
+  assert.deepEqual(box.got.map((m) => m.payload), ['with cert'])
+  assert.equal(await cli.stop(), 0)
+})
