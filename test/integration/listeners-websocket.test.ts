@@ -295,7 +295,6 @@ describe('MQTT over WebSocket', { skip }, () => {
 
   test(
     '[fbroker] a frame declaring max_packet_size + 1 bytes closes the connection with status 1009 (docs/listeners.md: "a frame whose payload is larger than max_packet_size")',
-    { todo: 'the engine allows max_packet_size + 5 (crates/fbroker-node/src/lib.rs, WsSettings.max_frame_size), though max_packet_size already counts the fixed header' },
     async (t) => {
       const ws = await openWs(t, 'ws')
       await ws.handshake(uid('big1'))

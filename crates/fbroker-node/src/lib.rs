@@ -331,9 +331,9 @@ fn to_listener_config(l: NativeListenerConfig, max_packet_size: usize) -> Result
     let ws = kind.uses_websocket().then(|| WsSettings {
         path: l.ws_path.unwrap_or_else(|| "/mqtt".into()),
         allowed_origins: l.allowed_origins.unwrap_or_default(),
-        // A frame carries at least one MQTT packet; allow one whole
-        // maximum-size packet plus the fixed header.
-        max_frame_size: if max_packet_size == 0 { 0 } else { max_packet_size.saturating_add(5) },
+        // max_packet_size counts the whole packet, fixed header included,
+        // so a frame larger than that cannot hold an acceptable packet.
+        max_frame_size: max_packet_size,
     });
     let transport = ListenerTransport { kind, tls, ws, proxy_protocol: l.proxy_protocol.unwrap_or(false) };
     Ok(ListenerConfig { host: l.host, port, transport, max_connections: l.max_connections.unwrap_or(0) as usize })
