@@ -1226,7 +1226,7 @@ async function main() {
   }
   md += '```\n'
   fs.writeFileSync(mdPath, md)
-  fs.writeFileSync(jsonPath, JSON.stringify({ date, profile: PROFILE, machine: m, brokers: Object.fromEntries(Object.entries(infos).map(([k, i]) => [k, i.missing ? { missing: i.missing } : { version: i.version, config: i.config }])), results: results.map(({ variant, rows }) => ({ title: variant.title, args: variant.args, rows })) }, null, 2) + '\n')
+  fs.writeFileSync(jsonPath, JSON.stringify({ date, profile: PROFILE, machine: m, brokers: Object.fromEntries(Object.entries(infos).map(([k, i]) => [k, i.missing ? { missing: i.missing } : { version: i.version, config: i.config }])), results: results.map(({ variant, rows }) => ({ title: variant.title, args: variant.args, ...(variant.transports ? { transports: variant.transports } : {}), ...(variant.tool ? { tool: variant.tool } : {}), rows })) }, null, 2) + '\n')
 
   let chartNote = ''
   if (chart.length) {
