@@ -5,7 +5,7 @@
 // (a Redis killed and restarted, a Redis frozen) behind the durable writer.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
@@ -351,7 +351,11 @@ class RedisProcess {
   }
 
   async start(): Promise<void> {
-    this.#child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(this.port), '--dir', this.dir, '--save', '', ...this.args], { stdio: 'ignore' })
+    const sentinel = this.args[0] === '--sentinel'
+    const args = sentinel
+      ? [path.join(this.dir, 'sentinel.conf'), '--sentinel', '--bind', '127.0.0.1', '--port', String(this.port)]
+      : ['--bind', '127.0.0.1', '--port', String(this.port), '--dir', this.dir, '--save', '', ...this.args]
+    this.#child = spawn('redis-server', args, { stdio: 'ignore' })
     for (let i = 0; i < 100; i++) {
       if (spawnSync('redis-cli', ['-p', String(this.port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return
       await sleep(50)
@@ -501,6 +505,85 @@ describe('redis persistence outages, through the durable writer', { skip }, () =
       await writer.close({ timeoutMs: 1000 })
       await backend.close()
       await server.stop()
+    }
+  })
+})
+
+// ---------------------------------------------------------------------------------
+// Sentinel: a master, a replica and one sentinel started here.
+
+describe('redis persistence through Sentinel', { skip }, () => {
+  const procs: RedisProcess[] = []
+  after(() => Promise.all(procs.map((p) => p.stop())))
+
+  test('connects through Sentinel, acknowledges only what the replica has (waitForReplicas), and rides through a failover losing nothing acknowledged', async () => {
+    // No 5 s wait before a full resync: the demoted master rejoins at once.
+    const quick = ['--appendonly', 'no', '--repl-diskless-sync-delay', '0']
+    const master = new RedisProcess(await freePort(), mkdtempSync(path.join(dir, 'master-')), quick)
+    await master.start()
+    procs.push(master)
+    const replica = new RedisProcess(await freePort(), mkdtempSync(path.join(dir, 'replica-')), [...quick, '--replicaof', '127.0.0.1', String(master.port)])
+    await replica.start()
+    procs.push(replica)
+    const sentinelDir = mkdtempSync(path.join(dir, 'sentinel-'))
+    writeFileSync(
+      path.join(sentinelDir, 'sentinel.conf'),
+      [`dir ${sentinelDir}`, `sentinel monitor fbmaster 127.0.0.1 ${master.port} 1`, 'sentinel down-after-milliseconds fbmaster 1000', 'sentinel failover-timeout fbmaster 5000', ''].join('\n'),
+    )
+    const sentinel = new RedisProcess(await freePort(), sentinelDir, ['--sentinel'])
+    await sentinel.start()
+    procs.push(sentinel)
+    const replicaAdmin = admin(replica.port)
+    for (let i = 0; i < 100 && !/master_link_status:up/.test(await replicaAdmin.info('replication')); i++) await sleep(50)
+
+    const backend = new RedisPersistence({
+      sentinels: [{ host: '127.0.0.1', port: sentinel.port }],
+      sentinelName: 'fbmaster',
+      prefix: 'sentinel:',
+      waitForReplicas: { replicas: 1, timeoutMs: 1000 },
+      commandTimeoutMs: 2000,
+      queue: { maxMessages: 0 },
+    })
+    await backend.open()
+    const writer = new DurableWriter(backend, { retryInitialMs: 20, retryMaxMs: 200, retryJitter: 0 })
+    try {
+      await writer.submit([save('s1')])
+      const m = msg('t', 'replicated')
+      await writer.submit([{ op: 'queue.push', clientId: 's1', message: m }])
+      // WAIT made the acknowledgement wait for the replica: it has the write already.
+      assert.deepEqual(await replicaAdmin.lrange('sentinel:c:{s1}:q', 0, -1), [`1:0:10:${m.id}`])
+
+      const acked: string[] = []
+      let stop = false
+      const stream = (async () => {
+        for (let i = 0; !stop; i++) {
+          const payload = `f${i}`
+          await writer.submit([{ op: 'queue.push', clientId: 's1', message: msg('t', payload) }]).then(() => acked.push(payload))
+          await sleep(5)
+        }
+      })()
+      await sleep(200)
+      const sentinelAdmin = admin(sentinel.port)
+      assert.equal(await sentinelAdmin.call('SENTINEL', 'FAILOVER', 'fbmaster'), 'OK')
+      const deadline = performance.now() + 15_000
+      while (performance.now() < deadline && !/role:master/.test(await replicaAdmin.info('replication'))) await sleep(100)
+      assert.match(await replicaAdmin.info('replication'), /role:master/, 'the replica was promoted')
+      const atFailover = acked.length
+      // Keep writing until batches flow to the new master (ioredis asks Sentinel again).
+      while (performance.now() < deadline && acked.length < atFailover + 20) await sleep(50)
+      stop = true
+      await stream
+      await writer.flush()
+      assert.ok(acked.length >= atFailover + 20, `writes continue after the failover (${atFailover} → ${acked.length})`)
+      const stored = (await replicaAdmin.lrange('sentinel:c:{s1}:q', 0, -1)).length
+      const snapshot = (await backend.load()).sessions[0]!.queue.map((e) => e.message.payload.toString())
+      assert.equal(snapshot.length, stored, 'the backend now reads the promoted replica')
+      const have = new Set(snapshot)
+      assert.deepEqual(acked.filter((p) => !have.has(p)), [], 'nothing acknowledged was lost in the failover')
+      assert.equal(have.size, snapshot.length, 'nothing stored twice')
+    } finally {
+      await writer.close({ timeoutMs: 2000 })
+      await backend.close()
     }
   })
 })

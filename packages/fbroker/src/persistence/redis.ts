@@ -69,6 +69,14 @@ export interface RedisPersistenceOptions {
   commandTimeoutMs?: number
   /** Milliseconds `open()` waits for Redis. Default 10000. */
   connectTimeoutMs?: number
+  /**
+   * Single Redis and Sentinel: acknowledge a batch only once this many
+   * replicas have it too (Redis `WAIT` after the batch's scripts); fewer in
+   * `timeoutMs` fails the apply, which the durable writer retries. Without
+   * it a failover can lose the last acknowledged writes (replication is
+   * asynchronous). Not supported on a Cluster.
+   */
+  waitForReplicas?: { replicas: number; timeoutMs: number }
   /** How long a batch marker (retry protection) is kept. Default 24 h. */
   batchMarkerTtlMs?: number
   /** Entries per page when loading, matching and expiring. Default 500. */
@@ -172,6 +180,7 @@ export class RedisPersistence implements PersistenceBackend {
   readonly #commandTimeout: number
   readonly #connectTimeout: number
   readonly #logger: PersistenceLogger | undefined
+  readonly #waitFor: { replicas: number; timeoutMs: number } | undefined
   /** Group tags known to be in the `groups` set (forgotten on every reconnect: the data may be gone). */
   readonly #registered = new Set<string>()
   #lastError: string | undefined
@@ -196,6 +205,13 @@ export class RedisPersistence implements PersistenceBackend {
     const isCluster = (redis as { isCluster?: boolean }).isCluster === true
     this.redis = redis
     this.layout = new KeyLayout(options.prefix ?? DEFAULT_REDIS_PREFIX, options.slotGroups ?? isCluster)
+    if (options.waitForReplicas !== undefined) {
+      if (isCluster) throw new RangeError('waitForReplicas is not supported on a Redis Cluster')
+      this.#waitFor = {
+        replicas: checkCount('waitForReplicas.replicas', options.waitForReplicas.replicas, 1, 1),
+        timeoutMs: checkCount('waitForReplicas.timeoutMs', options.waitForReplicas.timeoutMs, 1000, 1),
+      }
+    }
     redis.defineCommand('fbrokerPersistApplyGroup', { lua: APPLY_GROUP, numberOfKeys: 3 })
     redis.defineCommand('fbrokerPersistExpireGroup', { lua: EXPIRE_GROUP, numberOfKeys: 2 })
     redis.defineCommand('fbrokerPersistApplyRetained', { lua: APPLY_RETAINED, numberOfKeys: 1 })
@@ -485,6 +501,15 @@ export class RedisPersistence implements PersistenceBackend {
     }
     if (retained.length > 0) {
       calls.push(client.fbrokerPersistApplyRetained(layout.retainedIndex, layout.retainedPrefix, JSON.stringify(retained), ...retainedPayloads))
+    }
+    const wait = this.#waitFor
+    if (wait !== undefined) {
+      // On the same connection, after the scripts: waits for the replicas to have them.
+      calls.push(
+        (client as Redis).wait(wait.replicas, wait.timeoutMs).then((acked) => {
+          if (acked < wait.replicas) throw new Error(`persistence: ${acked} of ${wait.replicas} replicas confirmed the batch within ${wait.timeoutMs} ms`)
+        }),
+      )
     }
     // Settle every call before reporting, so a retry never overtakes a call still under way.
     const settled = await Promise.allSettled(calls)
