@@ -528,95 +528,103 @@ export class RedisPersistence implements PersistenceBackend {
 
   async load(): Promise<Snapshot> {
     this.#check()
-    const client = this.#client
-    const layout = this.layout
     const sessions: RestoredSession[] = []
-    for (const tag of await this.#groups()) {
-      const ids = new Set<string>()
-      let cursor = '0'
-      do {
-        const [next, page] = await client.sscan(layout.groupSessions(tag), cursor, 'COUNT', this.#page)
-        for (const id of page) ids.add(id)
-        cursor = next
-      } while (cursor !== '0')
-
-      const bodyPrefix = layout.bodyPrefix(tag)
-      const bodies = new Map<string, StoredMessage | undefined>()
-      const raw: Array<{
-        clientId: string
-        session: Record<string, Buffer>
-        subs: Record<string, string>
-        queue: string[]
-        inflight: Record<string, string>
-        incoming: string[]
-      }> = []
-      for (const page of chunks([...ids], this.#page)) {
-        const fetched = await Promise.all(
-          page.map(async (clientId) => {
-            const base = layout.clientBase(clientId)
-            const [session, subs, queue, inflight, incoming] = await Promise.all([
-              client.hgetallBuffer(`${base}s`),
-              client.hgetall(`${base}subs`),
-              client.lrange(`${base}q`, 0, -1),
-              client.hgetall(`${base}inf`),
-              client.smembers(`${base}in`),
-            ])
-            return { clientId, session, subs, queue, inflight, incoming }
-          }),
-        )
-        for (const r of fetched) {
-          if (Object.keys(r.session).length === 0) continue // deleted meanwhile
-          raw.push(r)
-          for (const e of r.queue) {
-            const m = QUEUE_ENTRY.exec(e)
-            if (m !== null) bodies.set(m[4]!, undefined)
-          }
-          for (const e of Object.values(r.inflight)) {
-            const m = INFLIGHT_ENTRY.exec(e)
-            if (m !== null && m[4] !== '') bodies.set(m[4]!, undefined)
-          }
-        }
-      }
-      for (const page of chunks([...bodies.keys()], this.#page)) {
-        const fetched = await Promise.all(page.map((id) => client.hgetallBuffer(bodyPrefix + id)))
-        page.forEach((id, k) => {
-          const h = fetched[k]!
-          if (h.t !== undefined) bodies.set(id, toMessage(id, text(h.t), h, text(h.r) === '1'))
-        })
-      }
-
-      for (const r of raw) {
-        const queue: QueueEntry[] = []
-        for (const e of r.queue) {
-          const m = QUEUE_ENTRY.exec(e)
-          const message = m === null ? undefined : bodies.get(m[4]!)
-          if (message !== undefined) queue.push({ message, qos: Number(m![1]) as QoS, retain: m![2] === '1' })
-        }
-        const inflight: Array<InflightEntry & { seq: number }> = []
-        for (const [pid, e] of Object.entries(r.inflight)) {
-          const m = INFLIGHT_ENTRY.exec(e)
-          if (m === null) continue
-          const stage = CODE_STAGE[m[2]!]!
-          const entry: InflightEntry & { seq: number } = { seq: Number(m[1]), packetId: Number(pid), stage, qos: stageQoS(stage), retain: m[3] === '1' }
-          const message = m[4] === '' ? undefined : bodies.get(m[4]!)
-          if (message !== undefined) entry.message = message
-          inflight.push(entry)
-        }
-        inflight.sort((a, b) => a.seq - b.seq)
-        sessions.push({
-          clientId: r.clientId,
-          session: toSession(r.session),
-          subscriptions: Object.keys(r.subs)
-            .sort(compareBytes)
-            .map((filter) => ({ filter, qos: Number(r.subs[filter]) as QoS })),
-          queue,
-          inflight: inflight.map(({ seq: _seq, ...entry }) => entry),
-          incoming: r.incoming.map(Number).sort((a, b) => a - b),
-        })
-      }
+    // A Cluster can have thousands of groups: load them a batch at a time, pipelined.
+    for (const tags of chunks(await this.#groups(), 64)) {
+      for (const loaded of await Promise.all(tags.map((tag) => this.#loadGroup(tag)))) sessions.push(...loaded)
     }
     sessions.sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0))
     return { sessions, retained: await this.#retained(undefined) }
+  }
+
+  /** The sessions of one group, each with its state; message objects are shared within the group. */
+  async #loadGroup(tag: string): Promise<RestoredSession[]> {
+    const client = this.#client
+    const layout = this.layout
+    const sessions: RestoredSession[] = []
+    const ids = new Set<string>()
+    let cursor = '0'
+    do {
+      const [next, page] = await client.sscan(layout.groupSessions(tag), cursor, 'COUNT', this.#page)
+      for (const id of page) ids.add(id)
+      cursor = next
+    } while (cursor !== '0')
+
+    const bodyPrefix = layout.bodyPrefix(tag)
+    const bodies = new Map<string, StoredMessage | undefined>()
+    const raw: Array<{
+      clientId: string
+      session: Record<string, Buffer>
+      subs: Record<string, string>
+      queue: string[]
+      inflight: Record<string, string>
+      incoming: string[]
+    }> = []
+    for (const page of chunks([...ids], this.#page)) {
+      const fetched = await Promise.all(
+        page.map(async (clientId) => {
+          const base = layout.clientBase(clientId)
+          const [session, subs, queue, inflight, incoming] = await Promise.all([
+            client.hgetallBuffer(`${base}s`),
+            client.hgetall(`${base}subs`),
+            client.lrange(`${base}q`, 0, -1),
+            client.hgetall(`${base}inf`),
+            client.smembers(`${base}in`),
+          ])
+          return { clientId, session, subs, queue, inflight, incoming }
+        }),
+      )
+      for (const r of fetched) {
+        if (Object.keys(r.session).length === 0) continue // deleted meanwhile
+        raw.push(r)
+        for (const e of r.queue) {
+          const m = QUEUE_ENTRY.exec(e)
+          if (m !== null) bodies.set(m[4]!, undefined)
+        }
+        for (const e of Object.values(r.inflight)) {
+          const m = INFLIGHT_ENTRY.exec(e)
+          if (m !== null && m[4] !== '') bodies.set(m[4]!, undefined)
+        }
+      }
+    }
+    for (const page of chunks([...bodies.keys()], this.#page)) {
+      const fetched = await Promise.all(page.map((id) => client.hgetallBuffer(bodyPrefix + id)))
+      page.forEach((id, k) => {
+        const h = fetched[k]!
+        if (h.t !== undefined) bodies.set(id, toMessage(id, text(h.t), h, text(h.r) === '1'))
+      })
+    }
+
+    for (const r of raw) {
+      const queue: QueueEntry[] = []
+      for (const e of r.queue) {
+        const m = QUEUE_ENTRY.exec(e)
+        const message = m === null ? undefined : bodies.get(m[4]!)
+        if (message !== undefined) queue.push({ message, qos: Number(m![1]) as QoS, retain: m![2] === '1' })
+      }
+      const inflight: Array<InflightEntry & { seq: number }> = []
+      for (const [pid, e] of Object.entries(r.inflight)) {
+        const m = INFLIGHT_ENTRY.exec(e)
+        if (m === null) continue
+        const stage = CODE_STAGE[m[2]!]!
+        const entry: InflightEntry & { seq: number } = { seq: Number(m[1]), packetId: Number(pid), stage, qos: stageQoS(stage), retain: m[3] === '1' }
+        const message = m[4] === '' ? undefined : bodies.get(m[4]!)
+        if (message !== undefined) entry.message = message
+        inflight.push(entry)
+      }
+      inflight.sort((a, b) => a.seq - b.seq)
+      sessions.push({
+        clientId: r.clientId,
+        session: toSession(r.session),
+        subscriptions: Object.keys(r.subs)
+          .sort(compareBytes)
+          .map((filter) => ({ filter, qos: Number(r.subs[filter]) as QoS })),
+        queue,
+        inflight: inflight.map(({ seq: _seq, ...entry }) => entry),
+        incoming: r.incoming.map(Number).sort((a, b) => a - b),
+      })
+    }
+    return sessions
   }
 
   async matchRetained(filter: string): Promise<StoredMessage[]> {
@@ -676,7 +684,7 @@ export class RedisPersistence implements PersistenceBackend {
     if (!Number.isFinite(now)) throw new TypeError('now must be a number')
     const layout = this.layout
     const removed: string[] = []
-    for (const tag of await this.#groups()) {
+    const sweep = async (tag: string) => {
       for (;;) {
         const [examined, ids] = await this.#client.fbrokerPersistExpireGroup(
           layout.groupExpiry(tag),
@@ -690,6 +698,8 @@ export class RedisPersistence implements PersistenceBackend {
         if (examined < this.#page) break
       }
     }
+    // A Cluster can have thousands of groups: sweep them a batch at a time, pipelined.
+    for (const tags of chunks(await this.#groups(), 64)) await Promise.all(tags.map(sweep))
     return removed.sort()
   }
 }
