@@ -5,6 +5,10 @@
 #                                     # daemonized; pidfile and log in DIR; waits for PING
 #   scripts/redis.sh stop PORT DIR    # shuts it down (SHUTDOWN NOSAVE, then the pidfile's process)
 #
+# REDIS_DURABLE=1 starts it with appendonly yes, appendfsync always instead
+# (the append-only file in DIR survives a stop/start on the same DIR), for
+# tests where Redis itself must not lose an acknowledged write.
+#
 # When redis-server is missing, `start` installs the Debian package
 # redis-server (as root, after apt-get update) or fails saying so.
 set -euo pipefail
@@ -47,11 +51,13 @@ start() {
     echo "redis.sh: something already answers on 127.0.0.1:$port" >&2
     exit 1
   fi
+  local durability=(--appendonly no)
+  if [ "${REDIS_DURABLE:-0}" = 1 ]; then durability=(--appendonly yes --appendfsync always --appendfilename "appendonly-$port.aof" --appenddirname "aof-$port"); fi
   redis-server \
     --bind 127.0.0.1 \
     --port "$port" \
     --save '' \
-    --appendonly no \
+    "${durability[@]}" \
     --daemonize yes \
     --pidfile "$pidfile" \
     --logfile "$logfile" \
@@ -68,6 +74,7 @@ start() {
 stop() {
   local pid=""
   [ -f "$pidfile" ] && pid=$(cat "$pidfile" 2>/dev/null || true)
+  # SHUTDOWN NOSAVE skips RDB snapshots only; an append-only file is kept.
   redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
   if [ -n "$pid" ]; then
     for _ in $(seq 1 50); do

@@ -10,6 +10,10 @@ import { resolveListeners, usesTls, type ResolvedListener } from './config/liste
 import { resolveBrokerSettings } from './config/load'
 import { LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
 import { createLogger, silentLogger, type Logger } from './log'
+import { PersistenceController } from './persistence/controller'
+import { RedisPersistence, type RedisPersistenceOptions } from './persistence/redis'
+import type { PersistenceBackend } from './persistence/types'
+import type { NativePersistence } from './persistence/bridge'
 import {
   loadNativeBinding,
   raiseOpenFileLimit,
@@ -49,6 +53,18 @@ export interface BrokerOptions extends Omit<Partial<BrokerSettings>, 'plugins'> 
    * is not, the native core filters at the logger's level.
    */
   logger?: Logger | false
+  /**
+   * With `persistence: 'redis'`: Sentinel, Cluster and ioredis options for
+   * the store (see docs/persistence.md). `redisUrl` names a single Redis.
+   */
+  redisOptions?: Pick<RedisPersistenceOptions, 'sentinels' | 'sentinelName' | 'cluster' | 'redisOptions' | 'db' | 'commandTimeoutMs' | 'connectTimeoutMs'>
+  /**
+   * A persistence backend to use instead of the one `persistence` names
+   * (e.g. a `MemoryPersistence` shared by two brokers in a test, or a
+   * third backend). The caller opens nothing and keeps ownership: `close()`
+   * does not close it.
+   */
+  persistenceBackend?: PersistenceBackend
 }
 
 export interface PublishOptions {
@@ -266,6 +282,42 @@ function nativeLogLevel(options: BrokerOptions, settings: BrokerSettings): LogLe
 }
 
 /**
+ * Opens the persistence store the settings ask for and reads its snapshot;
+ * undefined for `persistence: memory` (the engine's own state, no journal).
+ */
+async function openPersistence(
+  options: BrokerOptions,
+  settings: BrokerSettings,
+  logger: Logger,
+): Promise<{ controller: PersistenceController; setup: NativePersistence } | undefined> {
+  let backend = options.persistenceBackend
+  const owns = backend === undefined
+  if (backend === undefined) {
+    if (settings.persistence !== 'redis') return undefined
+    if (settings.redisUrl === undefined && options.redisOptions?.sentinels === undefined && options.redisOptions?.cluster === undefined) {
+      throw new ConfigError([{ source: { kind: 'options' }, key: 'redis_url', problem: 'required when persistence is redis (or give redisOptions.sentinels / cluster)' }])
+    }
+    backend = new RedisPersistence({
+      ...(settings.redisUrl === undefined ? {} : { url: settings.redisUrl }),
+      ...options.redisOptions,
+      prefix: settings.persistencePrefix,
+      queue: { maxMessages: settings.maxQueuedMessages, maxBytes: settings.maxQueuedBytes, policy: settings.queueDropPolicy },
+      logger,
+    })
+  }
+  return await PersistenceController.open({
+    backend,
+    mode: settings.persistenceMode,
+    logger,
+    ownsBackend: owns,
+    writer: { maxBufferedOps: settings.persistenceBufferMaxOps, maxBufferedBytes: settings.persistenceBufferMaxBytes },
+  }).catch((err: unknown) => {
+    const where = settings.redisUrl === undefined ? backend!.kind : redactUrl(settings.redisUrl)
+    throw new Error(`persistence store ${where} could not be opened: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+  })
+}
+
+/**
  * An MQTT broker. The socket loop, codec, sessions and routing run in the
  * native core; this class configures it, forwards its lifecycle events as
  * typed EventEmitter events and its log events to a pino logger.
@@ -292,6 +344,7 @@ export class Broker extends EventEmitter {
   /** Whether a listener speaks TLS (SIGHUP then re-reads certificates). */
   #hasTls = false
   #closing: Promise<void> | undefined
+  #persistence: PersistenceController | undefined
   #reloading: Promise<unknown> = Promise.resolve()
   #legacyHashWarned = false
 
@@ -326,7 +379,7 @@ export class Broker extends EventEmitter {
    * certificate file is not usable PEM.
    */
   static async start(options: BrokerOptions = {}): Promise<Broker> {
-    const settings = resolveBrokerSettings(options as Record<string, unknown>, ['logger', 'plugins'])
+    const settings = resolveBrokerSettings(options as Record<string, unknown>, ['logger', 'plugins', 'redisOptions', 'persistenceBackend'])
     const listeners = resolveListeners(settings, options.port !== undefined)
     const pluginSpecs = options.plugins ?? []
     if (!Array.isArray(pluginSpecs)) {
@@ -421,16 +474,23 @@ export class Broker extends EventEmitter {
     }
     const anyHook = hooks.authenticate || hooks.authorizeSubscribe || hooks.authorizePublish
     let native: NativeBroker
+    let persistence: PersistenceController | undefined
     try {
+      const opened = await openPersistence(options, settings, logger)
+      persistence = opened?.controller
+      broker.#persistence = persistence
       native = await startNativeBroker(
         config,
         (err, events) => broker.#dispatch(err, events),
         anyHook ? (err, requests) => broker.#onHooks(err, requests) : undefined,
+        opened === undefined ? undefined : { setup: opened.setup, onPersist: (err, batch) => opened.controller.onBatch(err, batch) },
       )
     } catch (err) {
+      await persistence?.close(0)
       await chain.close()
       throw err
     }
+    persistence?.attach(native)
     broker.#native = native
     broker.#listeners = describeBound(native.listeners(), listeners)
     broker.#hasTls = listeners.some((l) => usesTls(l.type))
@@ -560,6 +620,8 @@ export class Broker extends EventEmitter {
         await this.#native.stop()
         this.#logger.debug('broker stopped')
       }
+      // After the engine: its last journal batches are stored before the store closes.
+      await this.#persistence?.close()
       // After the engine: no hook request can arrive for a closed plugin.
       await this.#chain.close()
     })()

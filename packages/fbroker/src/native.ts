@@ -8,6 +8,10 @@
  */
 
 import type { ResolvedListener } from './config/listeners'
+import type { NativePersistBatch, NativePersistence } from './persistence/bridge'
+
+export type { NativePersistBatch, NativePersistence } from './persistence/bridge'
+export type NativePersistCallback = (err: Error | null, batch: NativePersistBatch) => void
 
 /** One listener to bind. Optional fields may be left out (undefined). */
 export interface NativeListenerConfig {
@@ -257,6 +261,8 @@ export interface NativeBroker {
    * certificate); empty = all reloaded.
    */
   reloadTls(): string[]
+  /** Answers persistence journal batch `seq` (in order): stored, or not (its publishers are then refused). */
+  persistAck(seq: number, stored: boolean): void
   /** Stop accepting, close every connection WITHOUT publishing wills, resolve when done. */
   stop(): Promise<void>
 }
@@ -264,7 +270,13 @@ export interface NativeBroker {
 /** The static side of the binding's `NativeBroker` class. */
 export interface NativeBrokerClass {
   /** Binds every listener (port 0 = ephemeral) and starts serving. Rejects with an Error naming the listener on bind failure. */
-  start(config: NativeBrokerConfig, onEvents: NativeEventCallback, onHooks?: NativeHookCallback): Promise<NativeBroker>
+  start(
+    config: NativeBrokerConfig,
+    onEvents: NativeEventCallback,
+    onHooks?: NativeHookCallback | null,
+    persistence?: NativePersistence | null,
+    onPersist?: NativePersistCallback | null,
+  ): Promise<NativeBroker>
 }
 
 /** What `require('@fbroker/binding')` returns. */
@@ -306,8 +318,9 @@ export function startNativeBroker(
   config: NativeBrokerConfig,
   onEvents: NativeEventCallback,
   onHooks?: NativeHookCallback,
+  persistence?: { setup: NativePersistence; onPersist: NativePersistCallback },
 ): Promise<NativeBroker> {
-  return loadNativeBinding().NativeBroker.start(config, onEvents, onHooks)
+  return loadNativeBinding().NativeBroker.start(config, onEvents, onHooks ?? null, persistence?.setup ?? null, persistence?.onPersist ?? null)
 }
 
 /** Raises the soft open-file limit to the hard limit (native); returns the resulting limits. */

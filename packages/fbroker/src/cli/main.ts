@@ -49,6 +49,8 @@ export function buildProgram(): Command {
     .option('--cafile <file>', 'PEM CA certificates that client certificates are verified against')
     .option('--require-certificate [true|false]', 'refuse TLS clients without a certificate verified against --cafile')
     .option('--ws-path <path>', 'HTTP path of the WebSocket listeners (default /mqtt)')
+    .option('--persistence <backend>', 'where durable state lives: memory (default, nothing survives a restart) or redis (needs --redis-url)')
+    .option('--redis-url <url>', 'Redis of --persistence redis: redis://[[user]:password@]host[:port][/db]')
     .option('--log-level <level>', `least severe level logged: ${LOG_LEVELS.join(', ')}`)
     .option('--password-file <file>', 'Mosquitto-format password file (re-read on SIGHUP)')
     .option('--acl-file <file>', 'Mosquitto-format ACL file (re-read on SIGHUP)')

@@ -26,6 +26,8 @@ export interface StartFlags {
   /** `--require-certificate` alone is true; it may also take `true`/`false`. */
   requireCertificate?: string | boolean
   wsPath?: string
+  persistence?: string
+  redisUrl?: string
 }
 
 /** Exit code for configuration and usage errors. */
@@ -175,6 +177,8 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
         cafile: flags.cafile,
         require_certificate: flags.requireCertificate,
         ws_path: flags.wsPath,
+        persistence: flags.persistence,
+        redis_url: flags.redisUrl,
       },
     })
   } catch (err) {

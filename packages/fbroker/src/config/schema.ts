@@ -16,6 +16,8 @@ import type { ListenerConfig, ListenerOptions } from './listeners'
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const
 export const QUEUE_DROP_POLICIES = ['drop_oldest', 'drop_new'] as const
+export const PERSISTENCE_BACKENDS = ['memory', 'redis'] as const
+export const PERSISTENCE_MODES = ['ack_after_store', 'async'] as const
 
 export type LogLevel = (typeof LOG_LEVELS)[number]
 export type LogFormat = (typeof LOG_FORMATS)[number]
@@ -381,6 +383,51 @@ export const CONFIG_SCHEMA = [
     min: 0,
     max: U32_MAX,
     doc: 'Milliseconds the native core reuses an `authorizePublish` answer for the same connection and topic, whatever the payload, QoS and retain flag. 0 = off. Safe only when every `authorizePublish` hook decides by client and topic alone.',
+  },
+  {
+    key: 'persistence',
+    type: 'enum',
+    values: PERSISTENCE_BACKENDS,
+    default: 'memory',
+    flag: '--persistence',
+    doc: 'Where durable state lives. `memory`: in the broker process only (nothing survives a restart; no per-message cost). `redis`: sessions, subscriptions, offline queues, in-flight QoS 1/2 state, inbound QoS 2 ids, retained messages and wills are written to Redis at `redis_url` and restored at start; see docs/persistence.md.',
+  },
+  {
+    key: 'redis_url',
+    type: 'url',
+    default: undefined,
+    protocols: ['redis:', 'rediss:'],
+    flag: '--redis-url',
+    doc: 'Redis for `persistence: redis`: `redis://[[user]:password@]host[:port][/db]` (`rediss://` for TLS). Sentinel and Cluster are set with the `redisOptions` option of `Broker.start`.',
+  },
+  {
+    key: 'persistence_mode',
+    type: 'enum',
+    values: PERSISTENCE_MODES,
+    default: 'ack_after_store',
+    doc: '`ack_after_store`: a QoS 1/2 publish that has to be stored (queued for a persistent session, retained, inbound QoS 2 state) is acknowledged only once Redis has it, so a crash loses nothing acknowledged. `async`: acknowledge at once and store in the background; a crash can lose the last writes.',
+  },
+  {
+    key: 'persistence_prefix',
+    type: 'string',
+    default: 'fbroker:',
+    doc: 'Prefix of every Redis key the persistence store writes.',
+  },
+  {
+    key: 'persistence_buffer_max_ops',
+    type: 'integer',
+    default: 100_000,
+    min: 1,
+    max: U32_MAX,
+    doc: 'During a Redis outage: journal operations kept in memory for retry. Past this (or `persistence_buffer_max_bytes`), publishes that need storing are refused (MQTT 3.1.1: the connection is closed without acknowledging).',
+  },
+  {
+    key: 'persistence_buffer_max_bytes',
+    type: 'integer',
+    default: 64 * 1024 * 1024,
+    min: 1,
+    max: U32_MAX,
+    doc: 'During a Redis outage: payload bytes kept in memory for retry (see `persistence_buffer_max_ops`).',
   },
   {
     key: 'redis_auth_url',
