@@ -57,7 +57,10 @@ export interface BrokerOptions extends Omit<Partial<BrokerSettings>, 'plugins'> 
    * With `persistence: 'redis'`: Sentinel, Cluster and ioredis options for
    * the store (see docs/persistence.md). `redisUrl` names a single Redis.
    */
-  redisOptions?: Pick<RedisPersistenceOptions, 'sentinels' | 'sentinelName' | 'cluster' | 'redisOptions' | 'db' | 'commandTimeoutMs' | 'connectTimeoutMs'>
+  redisOptions?: Pick<
+    RedisPersistenceOptions,
+    'sentinels' | 'sentinelName' | 'cluster' | 'redisOptions' | 'db' | 'commandTimeoutMs' | 'connectTimeoutMs' | 'waitForReplicas'
+  >
   /**
    * A persistence backend to use instead of the one `persistence` names
    * (e.g. a `MemoryPersistence` shared by two brokers in a test, or a

@@ -51,3 +51,18 @@ export {
 export { createLogger, type Logger, type LoggerOptions } from './log'
 export type { NativeBoundListener, NativeOpenFileLimit, NativeStats } from './native'
 export { VERSION } from './version'
+export {
+  MemoryPersistence,
+  RedisPersistence,
+  DurableWriter,
+  PersistenceOverflowError,
+  createPersistence,
+  type PersistenceBackend,
+  type PersistOp,
+  type Snapshot,
+  type StoredMessage,
+  type SessionRecord,
+  type RedisPersistenceOptions,
+  type MemoryPersistenceOptions,
+} from './persistence'
+export type { ResolvedListener } from './config/listeners'
