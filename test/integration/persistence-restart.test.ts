@@ -32,7 +32,13 @@ function connect(url: string, clientId: string, clean: boolean): Promise<{ clien
 }
 
 /** Reconnects the persistent subscriber and collects until `expected` distinct ids arrived (or the time runs out). */
-async function drain(url: string, clientId: string, expected: number, timeoutMs: number): Promise<{ got: Received[]; sessionPresent: boolean }> {
+async function drain(
+  url: string,
+  clientId: string,
+  expected: number | ((distinct: Set<string>) => boolean),
+  timeoutMs: number,
+): Promise<{ got: Received[]; sessionPresent: boolean }> {
+  const complete = typeof expected === 'number' ? (d: Set<string>) => d.size >= expected : expected
   const got: Received[] = []
   const distinct = new Set<string>()
   let done: () => void = () => undefined
@@ -43,7 +49,7 @@ async function drain(url: string, clientId: string, expected: number, timeoutMs:
     const id = payload.toString()
     got.push({ id, qos: packet.qos, dup: packet.dup })
     distinct.add(id)
-    if (distinct.size >= expected) done()
+    if (complete(distinct)) done()
   })
   await new Promise<void>((resolve, reject) => {
     client.once('connect', (ack) => {
@@ -143,14 +149,20 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
     await pub.client.publishAsync('state/door', 'open', { qos: 1, retain: true })
     await pub.client.endAsync()
     assert.equal(acked.size, 11_000, 'every publish was acknowledged')
+    // Connected when the broker stops: the broker closed it, so no will.
+    const stayer = mqtt.connect(url, { clientId: 'restart-will', clean: false, reconnectPeriod: 0, will: { topic: 'load/will', payload: Buffer.from('will-term'), qos: 1, retain: false } })
+    stayer.on('error', () => undefined)
+    await new Promise((resolve) => stayer.once('connect', resolve))
 
     assert.equal(await broker.stop(), 0, 'SIGTERM exits 0')
+    stayer.end(true)
     ;({ broker, url } = await start())
-    await broker.waitFor(/restored 1 sessions and 1 retained messages/)
+    await broker.waitFor(/restored 2 sessions and 1 retained messages/)
 
     const { got, sessionPresent } = await drain(url, 'restart-sub', 11_000, 60_000)
     assert.equal(sessionPresent, true, 'the session survived the restart')
     const ids = new Set(got.map((r) => r.id))
+    assert.ok(!ids.has('will-term'), 'no will for a client the broker itself disconnected at SIGTERM')
     const missingIds = [...acked].filter((id) => !ids.has(id))
     assert.deepEqual(missingIds.slice(0, 10), [], `${missingIds.length} acknowledged messages were not delivered`)
     const q2Counts = new Map<string, number>()
@@ -195,6 +207,10 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
       }
     }
     void Promise.all(Array.from({ length: 20 }, worker)).catch(() => undefined)
+    // Connected when the broker dies: its will is published after the restart.
+    const victim = mqtt.connect(url, { clientId: 'crash-will', clean: false, reconnectPeriod: 0, will: { topic: 'crash/will', payload: Buffer.from('will-crash'), qos: 1, retain: false } })
+    victim.on('error', () => undefined)
+    await new Promise((resolve) => victim.once('connect', resolve))
     while (acked.size < 3_000) await new Promise((r) => setTimeout(r, 20))
     const closed = new Promise((r) => pub.client.once('close', r))
     process.kill(broker.pid, 'SIGKILL')
@@ -202,12 +218,15 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
     // dies; what was acknowledged before the close is what counts.
     await closed
     pub.client.end(true)
+    victim.end(true)
     const ackedAtCrash = acked.size
     assert.ok(ackedAtCrash >= 3_000 && ackedAtCrash < ids.length, `killed mid-stream (${ackedAtCrash} acknowledged)`)
 
     ;({ broker, url } = await start())
-    const { got } = await drain(url, 'crash-sub', ackedAtCrash, 60_000)
+    // The will is queued last (published when the broker restores).
+    const { got } = await drain(url, 'crash-sub', (d) => d.has('will-crash') && [...acked].every((id) => d.has(id)), 60_000)
     const delivered = new Set(got.map((r) => r.id))
+    assert.ok(delivered.has('will-crash'), 'the will of a client connected at the crash is published after the restart')
     const lost = [...acked].filter((id) => !delivered.has(id))
     const duplicates = got.length - delivered.size
     const q2Dups = got.filter((r) => r.id.startsWith('c2')).length - [...delivered].filter((id) => id.startsWith('c2')).length

@@ -217,6 +217,11 @@ impl Broker {
         while self.state.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        if let Some(journal) = &self.state.journal {
+            // The closed connections' last changes: their sessions saved as
+            // disconnected, so a restart does not take them for crashed.
+            journal.flush_now();
+        }
         // Let the event task hand over the last disconnect events.
         std::thread::sleep(Duration::from_millis(20));
         runtime.shutdown_timeout(Duration::from_secs(1));

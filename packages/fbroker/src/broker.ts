@@ -623,8 +623,13 @@ export class Broker extends EventEmitter {
         await this.#native.stop()
         this.#logger.debug('broker stopped')
       }
-      // After the engine: its last journal batches are stored before the store closes.
-      await this.#persistence?.close()
+      // After the engine: its last journal batches are stored before the
+      // store closes. They were queued to this thread before stop resolved;
+      // a turn of the event loop lets their callbacks run first.
+      if (this.#persistence !== undefined) {
+        await new Promise((resolve) => setImmediate(resolve))
+        await this.#persistence.close()
+      }
       // After the engine: no hook request can arrive for a closed plugin.
       await this.#chain.close()
     })()

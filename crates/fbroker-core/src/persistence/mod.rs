@@ -165,14 +165,14 @@ impl Journal {
     }
 
     /// Hands the filled batch over; one task does this, woken by `record`.
+    /// At shutdown the broker calls `flush_now` itself once every
+    /// connection has closed, so their last changes (sessions saved as
+    /// disconnected) are handed over too.
     pub async fn run_flusher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = self.flush.notified() => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => {
-                    self.flush_now();
-                    return;
-                }
+                _ = shutdown.wait_for(|stopped| *stopped) => return,
             }
             // Let the connections that are ready run first, so one batch
             // carries a whole scheduler pass of publishes.
@@ -181,7 +181,7 @@ impl Journal {
         }
     }
 
-    fn flush_now(&self) {
+    pub fn flush_now(&self) {
         let batch = {
             let mut filling = self.filling.lock();
             if filling.1.is_empty() {
