@@ -393,3 +393,20 @@ test('[fbroker] fbroker start --tls-port --cert --key --cafile --require-certifi
   assert.deepEqual(box.got.map((m) => m.payload), ['with cert'])
   assert.equal(await cli.stop(), 0)
 })
+
+describe('TLS listener startup errors', { skip }, () => {
+  test('[fbroker] a certificate file that is not PEM stops the start with an error naming the file; a missing one names the key and the file', async () => {
+    const dir = tempDir('listeners-tls-bad')
+    const garbage = join(dir, 'garbage.pem')
+    writeFileSync(garbage, 'this is not a certificate\n')
+    await assert.rejects(
+      startCli(['--host', '127.0.0.1', '--port', '0', '--tls-port', '0', '--cert', garbage, '--key', certs.key]),
+      (err: Error) => err.message.includes(garbage) && /exited \(1\)/.test(err.message),
+    )
+    const missing = join(dir, 'missing.pem')
+    await assert.rejects(
+      startCli(['--host', '127.0.0.1', '--port', '0', '--tls-port', '0', '--cert', missing, '--key', certs.key]),
+      (err: Error) => err.message.includes(missing) && /cert/.test(err.message) && /exited \(2\)/.test(err.message),
+    )
+  })
+})
