@@ -2,8 +2,9 @@
 // Benchmark runner: compares fbroker with peer MQTT brokers in the same run.
 //
 //   node bench/run.mjs [--quick|--full] [--brokers fbroker,mosquitto,aedes,rumqttd]
-//                      [--scenarios fanin,fanout,roundtrip,idle,connrate,crosscheck|fanin-tls,fanin-ws,fanin-wss|all] [--no-pin]
+//                      [--scenarios fanin,fanout,roundtrip,idle,connrate,crosscheck|fanin-tls,fanin-ws,fanin-wss|persist|all] [--no-pin]
 //                      [--wait-quiet SECS]  (before each run, wait up to SECS for other load < 0.3 cores)
+//                      [--redis-core 1|0|none]  (persist: the core redis-server is pinned to; default 1, the generator's)
 //
 // For each scenario and each broker: start the broker on a free loopback port
 // (pinned to core 0), run bench/loadgen (pinned to core 1), sample the
@@ -14,7 +15,10 @@
 // with bench/loadgen shaped like them (10 publishers, no subscriber). fanin-tls, fanin-ws and
 // fanin-wss (not in the default set) run the fan-in sweep over plain TCP and
 // over each of those transports, broker by broker, and report each
-// transport's cost relative to TCP.
+// transport's cost relative to TCP. persist (not in the default set): QoS 1
+// publishes into offline persistent sessions with Redis persistence (fbroker
+// and Aedes + aedes-persistence-redis), each broker on a fresh redis-server
+// started by the runner (scripts/redis.sh), whose CPU is sampled as well.
 // Node built-ins only. See bench/README.md for the method.
 
 import { spawn, spawnSync } from 'node:child_process'
@@ -35,7 +39,14 @@ const ALL_BROKERS = ['fbroker', 'mosquitto', 'aedes', 'rumqttd']
 const DEFAULT_SCENARIOS = ['fanin', 'fanout', 'roundtrip', 'idle', 'connrate', 'crosscheck']
 // Transport variants of fanin: `fanin-<t>` runs the sweep over TCP and over <t>.
 const TRANSPORT_SCENARIOS = { 'fanin-tls': 'tls', 'fanin-ws': 'ws', 'fanin-wss': 'wss' }
-const ALL_SCENARIOS = [...DEFAULT_SCENARIOS, ...Object.keys(TRANSPORT_SCENARIOS)]
+// Scenarios outside the default set (slow, or needing more than the brokers).
+const EXTRA_SCENARIOS = ['persist']
+const ALL_SCENARIOS = [...DEFAULT_SCENARIOS, ...Object.keys(TRANSPORT_SCENARIOS), ...EXTRA_SCENARIOS]
+// persist: the per-session queue limit of both brokers (fbroker
+// max_queued_messages, Aedes + aedes-persistence-redis maxSessionDelivery),
+// far above what a run queues, so nothing is dropped.
+const PERSIST_QUEUE_LIMIT = 10_000_000
+const REDIS_SH = path.join(ROOT, 'scripts', 'redis.sh')
 const TRANSPORT_NAMES = { tcp: 'TCP', tls: 'TLS', ws: 'WebSocket', wss: 'WebSocket over TLS' }
 const WS_PATH = '/mqtt'
 // Third-party load tools for the crosscheck scenario (bench/setup.sh installs them).
@@ -67,13 +78,16 @@ const { values: opts } = parseArgs({
     scenarios: { type: 'string', default: DEFAULT_SCENARIOS.join(',') },
     'no-pin': { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '0' },
+    // persist: the core redis-server is pinned to (the load generator's by
+    // default, so the broker keeps a core to itself); `none` leaves it unpinned.
+    'redis-core': { type: 'string', default: '1' },
     'out-dir': { type: 'string', default: path.join(BENCH, 'results') },
     'out-name': { type: 'string', default: '' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
 if (opts.help) {
-  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 7).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 8).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
   process.exit(0)
 }
 if (opts.quick && opts.full) die('--quick and --full are exclusive')
@@ -171,6 +185,26 @@ const METRICS = {
     ['CPU µs/msg', 'down', (r) => cpuPer(r, 'step0', v.qos === 1 ? r.lg.acked : r.lg.offered), true],
     ['generator CPU (cores)', 'text', (r) => (r.lg.loadgen_cpu_util == null ? null : r.lg.loadgen_cpu_util.toFixed(2)), false],
   ],
+  // persist: step `v.rateStep` is the fixed offered rate (the same load for
+  // every broker: latency and CPU per message), step `v.maxStep` is as fast as
+  // the window allows (throughput).
+  persist: (v) => [
+    ['acked msg/s @max', 'up', (r) => r.lg.steps?.[v.maxStep]?.acked_rate, true],
+    [`PUBACK p50 µs @${v.rateLabel}`, 'down', (r) => r.lg.steps?.[v.rateStep]?.puback_latency_us?.p50, false],
+    [`PUBACK p99 µs @${v.rateLabel}`, 'down', (r) => r.lg.steps?.[v.rateStep]?.puback_latency_us?.p99, true],
+    ['PUBACK p99 µs @max', 'down', (r) => r.lg.steps?.[v.maxStep]?.puback_latency_us?.p99, false],
+    ['delivered after reconnect', 'text', (r) => (r.lg.verify ? `${ifmt(r.lg.verify.delivered)} / ${ifmt(r.lg.verify.expected_acked)}${r.lg.verify.redelivered ? ` (+${ifmt(r.lg.verify.redelivered)} again)` : ''}` : null), false],
+    ['delivered %', 'up', (r) => r.lg.verify?.delivered_pct_of_acked, false],
+    [`broker CPU µs/msg @${v.rateLabel}`, 'down', (r) => cpuPer(r, `step${v.rateStep}`, r.lg.steps?.[v.rateStep]?.acked), true],
+    [`Redis CPU µs/msg @${v.rateLabel}`, 'down', (r) => cpuPer(r, `step${v.rateStep}`, r.lg.steps?.[v.rateStep]?.acked, 'redisCpu'), true],
+    ['Redis CPU µs/msg @max', 'down', (r) => cpuPer(r, `step${v.maxStep}`, r.lg.steps?.[v.maxStep]?.acked, 'redisCpu'), false],
+    ['broker / Redis cores @max', 'text', (r) => {
+      const b = coresIn(r, `step${v.maxStep}`, 'cpu')
+      const d = coresIn(r, `step${v.maxStep}`, 'redisCpu')
+      return b == null || d == null ? null : `${b.toFixed(2)} / ${d.toFixed(2)}`
+    }, false],
+    ['Redis keys after cleanup', 'text', (r) => (r.redis?.keysAfter == null ? null : ifmt(r.redis.keysAfter)), false],
+  ],
   connrate: (v) =>
     v.rates.flatMap((rate, k) => [
       [`conn/s @${kfmt(rate)}`, 'up', (r) => r.lg.steps?.[k]?.achieved_rate, false],
@@ -251,6 +285,13 @@ function plan(profile) {
     v.push(crosscheckRs(0, 10, 250000))
     v.push(crosscheckOwn(0, 10))
   }
+  // persist: QoS 1 into offline persistent sessions, Redis persistence.
+  {
+    const secs = q ? 3 : 10
+    v.push(variant('persist', `persist: 10 persistent sessions (clean session 0) subscribed QoS 1, each to one of 10 topics, then offline; 10 publishers, QoS 1, 16 B, one topic each (every message queued for 1 session, in Redis before the PUBACK); 5k msg/s for ${secs} s, then as fast as a window of 100 unacknowledged messages per publisher allows for ${secs} s; then the sessions reconnect and count what they receive`,
+      ['persist', '--subscribers', '10', '--publishers', '10', '--payload', '16', '--rates', '5k,max', '--duration-secs', String(secs), '--window', '100', '--drain-max-secs', '5', '--verify-max-secs', q ? '60' : '180', '--verify-idle-ms', '5000'],
+      { redis: true, rateLabel: '5k', rateStep: 0, maxStep: 1 }))
+  }
   // fanin over other transports: one variant for every transport asked for,
   // so the TCP baseline runs once and each broker runs its transports back to
   // back (TCP first).
@@ -277,12 +318,21 @@ function mb(kb) {
 function kfmt(n) {
   return n >= 1000 && n % 1000 === 0 ? `${n / 1000}k/s` : `${n}/s`
 }
-/** Broker CPU µs per unit between two marks (`<mark>:begin` .. `<mark>:end`). */
-function cpuPer(r, mark, units) {
-  const a = r.cpu[`${mark}:begin`]
-  const b = r.cpu[`${mark}:end`]
+/** Broker (or `which`: redisCpu) CPU µs per unit between two marks (`<mark>:begin` .. `<mark>:end`). */
+function cpuPer(r, mark, units, which = 'cpu') {
+  const a = r[which]?.[`${mark}:begin`]
+  const b = r[which]?.[`${mark}:end`]
   if (a == null || b == null || !units) return null
   return ((b - a) * 1e6) / units
+}
+/** Cores used between two marks: CPU seconds ÷ wall seconds. */
+function coresIn(r, mark, which) {
+  const a = r[which]?.[`${mark}:begin`]
+  const b = r[which]?.[`${mark}:end`]
+  const t0 = r.markTime?.[`${mark}:begin`]
+  const t1 = r.markTime?.[`${mark}:end`]
+  if (a == null || b == null || t0 == null || t1 == null || t1 <= t0) return null
+  return (b - a) / ((t1 - t0) / 1000)
 }
 
 // ---------------------------------------------------------------- brokers
@@ -302,9 +352,12 @@ function locate(name) {
         // Other transports: a `listeners` item next to the TCP listener of
         // `--port` (which a `listeners` list keeps only because --port is given).
         supports: (type) => (type === 'tcp' || listenersInConfig() ? null : `this build's config has no \`listeners\` key (packages/fbroker/dist/config/listeners.js missing: rebuild with npm run build)`),
-        cmd: (port, tmp, t) => {
+        // persist: Redis persistence (`persistence: redis`), checked in the built CLI.
+        persist: () => (fs.readFileSync(main, 'utf8').includes('--persistence') ? null : `this build's CLI has no --persistence (rebuild with npm run build)`),
+        cmd: (port, tmp, t, p) => {
           const cfg = path.join(tmp, 'fbroker.json')
           const conf = { max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0 }
+          if (p) Object.assign(conf, { max_queued_messages: p.queueLimit, persistence: 'redis', redis_url: p.redisUrl, persistence_mode: 'ack_after_store' })
           if (t) {
             const l = { type: t.type, host: HOST, port: t.port }
             if (t.tls) Object.assign(l, { cert: t.cert, key: t.key })
@@ -314,7 +367,7 @@ function locate(name) {
           fs.writeFileSync(cfg, JSON.stringify(conf, null, 2) + '\n')
           return ['node', path.relative(ROOT, main), 'start', '--host', HOST, '--port', String(port), '--log-level', 'warn', '--config', cfg]
         },
-        config: 'anonymous, in-memory; config file `{max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0}`, plus for the transport runs `listeners: [{type: tls|ws|wss, host, port, cert, key, path: /mqtt}]` (the TCP listener of `--port` stays); worker_threads default (one per core it may run on: 1 when pinned)',
+        config: 'anonymous, in-memory; config file `{max_inflight_messages: 20, max_queued_messages: 1000, max_connections: 0}` (persist: `persistence: redis`, `redis_url`, `persistence_mode: ack_after_store`, `max_queued_messages: ' + PERSIST_QUEUE_LIMIT + '`, the other persistence keys at their defaults: `persistence_buffer_max_ops` 100,000, `persistence_buffer_max_bytes` 64 MiB), plus for the transport runs `listeners: [{type: tls|ws|wss, host, port, cert, key, path: /mqtt}]` (the TCP listener of `--port` stays); worker_threads default (one per core it may run on: 1 when pinned)',
       }
     }
     case 'mosquitto': {
@@ -324,6 +377,7 @@ function locate(name) {
       return {
         version: v || 'mosquitto (version unknown)',
         supports: () => null,
+        persist: () => 'n/a: no Redis persistence (Mosquitto persists only to its own file, written periodically)',
         cmd: (port, tmp, t) => {
           const conf = path.join(tmp, 'mosquitto.conf')
           const extra = []
@@ -365,21 +419,25 @@ function locate(name) {
       const pj = path.join(PEERS, 'node_modules', 'aedes', 'package.json')
       if (!fs.existsSync(pj)) return { missing: 'aedes not installed (bench/setup.sh: npm install --prefix bench/peers aedes)' }
       const { version } = JSON.parse(fs.readFileSync(pj, 'utf8'))
+      const aprPj = path.join(PEERS, 'node_modules', 'aedes-persistence-redis', 'package.json')
+      const aprVersion = fs.existsSync(aprPj) ? JSON.parse(fs.readFileSync(aprPj, 'utf8')).version : null
       return {
-        version: `aedes ${version}, node ${process.version}`,
+        version: `aedes ${version}${aprVersion ? `, aedes-persistence-redis ${aprVersion}` : ''}, node ${process.version}`,
+        persist: () => (aprVersion ? null : 'MISSING: aedes-persistence-redis not installed in bench/peers (bench/setup.sh)'),
         supports: (type) => {
           if (!type.startsWith('ws')) return null
           const wsPj = path.join(PEERS, 'node_modules', 'ws', 'package.json')
           return fs.existsSync(wsPj) ? null : 'not supported in this setup: the npm package ws is not installed in bench/peers (bench/setup.sh installs it)'
         },
-        cmd: (port, tmp, t) => {
+        cmd: (port, tmp, t, p) => {
           const argv = ['node', path.relative(ROOT, path.join(PEERS, 'aedes-server.mjs')), '--host', HOST, '--port', String(port)]
+          if (p) argv.push('--redis-url', p.redisUrl, '--max-session-delivery', String(p.queueLimit))
           if (t) argv.push(`--${t.type}-port`, String(t.port))
           if (t?.tls) argv.push('--cert', t.cert, '--key', t.key)
           if (t?.ws) argv.push('--ws-path', t.path)
           return argv
         },
-        config: `bench/peers/aedes-server.mjs: \`Aedes.createBroker()\` defaults (in-memory persistence, concurrency 100; no per-client inflight/queue limits), \`net.createServer\` with \`setNoDelay(true)\`; TLS: \`tls.createServer\`; WebSocket: \`http\`/\`https.createServer\` + ws ${wsVersion() ?? '(missing)'} \`WebSocketServer\` + \`createWebSocketStream\``,
+        config: `bench/peers/aedes-server.mjs: \`Aedes.createBroker()\` defaults (in-memory persistence, concurrency 100; no per-client inflight/queue limits; persist: \`persistence: aedes-persistence-redis({host, port, db, family: 4, maxSessionDelivery: ${PERSIST_QUEUE_LIMIT}})\`, its other options and ioredis' at their defaults, mqemitter in-memory), \`net.createServer\` with \`setNoDelay(true)\`; TLS: \`tls.createServer\`; WebSocket: \`http\`/\`https.createServer\` + ws ${wsVersion() ?? '(missing)'} \`WebSocketServer\` + \`createWebSocketStream\``,
       }
     }
     case 'rumqttd': {
@@ -388,6 +446,7 @@ function locate(name) {
       const v = sh(bin, ['--version']) ?? 'rumqttd'
       return {
         version: v,
+        persist: () => 'n/a: no Redis persistence (rumqttd keeps sessions in memory only)',
         // Built with its default features (use-rustls, websocket): TLS on a
         // v4 listener, WebSocket (and WebSocket over TLS) on a [ws] listener.
         supports: () => null,
@@ -491,7 +550,7 @@ function withLimits(argv, core) {
  * another free port; waits until the port the load goes to accepts
  * connections. Returns that port as `port`.
  */
-async function startBroker(name, info, tmp, t = null) {
+async function startBroker(name, info, tmp, t = null, p = null) {
   const tcpPort = await freePort()
   let tt = null
   if (t) {
@@ -501,7 +560,7 @@ async function startBroker(name, info, tmp, t = null) {
     tt = { ...t, port: p }
   }
   const port = tt ? tt.port : tcpPort
-  const argv = info.cmd(tcpPort, tmp, tt)
+  const argv = info.cmd(tcpPort, tmp, tt, p)
   const logPath = path.join(tmp, `${name}.log`)
   const log = fs.openSync(logPath, 'w')
   const [cmd, args] = withLimits(argv, 0)
@@ -575,8 +634,8 @@ function runLoadgen(args, port, onMark, limitMs) {
       while ((i = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, i)
         pending = pending.slice(i + 1)
-        const m = line.match(/^MARK step=(\d+) (begin|end)/)
-        if (m) onMark(`step${m[1]}:${m[2]}`)
+        const m = line.match(/^MARK (?:step=(\d+)|phase=(\w+)) (begin|end)/)
+        if (m) onMark(`${m[1] != null ? `step${m[1]}` : m[2]}:${m[3]}`)
         else if (line.startsWith('READY')) onMark('ready')
         else err += line + '\n'
       }
@@ -698,7 +757,8 @@ function limitFor(args) {
   const drain = Number(get('--drain-max-secs', 3))
   const steps = (get('--rates', '1').split(',').length)
   const hold = Number(get('--hold-secs', 0))
-  return (steps * (dur + drain + 6) + hold + 90) * 1000
+  const verify = Number(get('--verify-max-secs', 0))
+  return (steps * (dur + drain + 6) + hold + verify + 90) * 1000
 }
 
 /** Waits (up to maxSecs) until other processes use less than 0.3 cores. */
@@ -745,6 +805,53 @@ function makeCerts() {
   return { dir, ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') }
 }
 
+/**
+ * A fresh redis-server for one broker run of the persist scenario, started by
+ * scripts/redis.sh on a free port with its data dir in `tmp` (`--save ''`,
+ * `--appendonly no`: nothing goes to disk; otherwise Redis' defaults), and
+ * pinned to --redis-core. Returns {port, dir, pid, url, pinned}.
+ */
+async function startRedis(tmp) {
+  const dir = path.join(tmp, 'redis')
+  const port = await freePort()
+  const r = spawnSync('bash', [REDIS_SH, 'start', String(port), dir], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`scripts/redis.sh start ${port} failed: ${oneLine(r.stderr || r.stdout || '')}`)
+  const pid = Number(fs.readFileSync(path.join(dir, `redis-${port}.pid`), 'utf8').trim())
+  const core = opts['redis-core']
+  let pinned = 'not pinned'
+  if (PIN && core !== 'none') {
+    // -a: every thread of the process (Redis has background I/O threads).
+    const t = spawnSync('taskset', ['-a', '-pc', core, String(pid)], { encoding: 'utf8' })
+    pinned = t.status === 0 ? `taskset -a -pc ${core}` : `pinning failed: ${oneLine(t.stderr)}`
+  }
+  return { port, dir, pid, url: `redis://${HOST}:${port}/0`, pinned }
+}
+function stopRedis(r) {
+  spawnSync('bash', [REDIS_SH, 'stop', String(r.port), r.dir], { encoding: 'utf8' })
+}
+function redisCli(r, args) {
+  const x = spawnSync('redis-cli', ['-h', HOST, '-p', String(r.port), ...args], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024 })
+  return x.status === 0 ? x.stdout : null
+}
+/** What the store holds after the run: key count, key shapes (ids replaced), command counts, memory. */
+function redisReport(r) {
+  const out = { keysAfter: null, keyShapes: {}, commands: {}, usedMemoryPeak: null }
+  const n = redisCli(r, ['dbsize'])
+  if (n != null) out.keysAfter = Number(n.trim())
+  const keys = redisCli(r, ['--scan'])
+  if (keys != null) {
+    for (const k of keys.split('\n').filter(Boolean)) {
+      const shape = k.replace(/\{[^}]*\}/g, '{…}').replace(/[0-9a-f]{8,}|\d+/g, 'N')
+      out.keyShapes[shape] = (out.keyShapes[shape] ?? 0) + 1
+    }
+  }
+  const stats = redisCli(r, ['info', 'commandstats'])
+  for (const m of (stats ?? '').matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.commands[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) }
+  const mem = redisCli(r, ['info', 'memory'])
+  out.usedMemoryPeak = (mem?.match(/^used_memory_peak_human:(\S+)/m) || [])[1] ?? null
+  return out
+}
+
 async function runOne(name, info, v, transport = 'tcp') {
   const waitSecs = Number(opts['wait-quiet']) || 0
   if (waitSecs > 0) {
@@ -754,24 +861,32 @@ async function runOne(name, info, v, transport = 'tcp') {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `fbroker-bench-${name}-`))
   let b
   let t
+  let redis = null
   try {
     t = transportSpec(transport)
-    b = await startBroker(name, info, tmp, t)
+    if (v.redis) redis = await startRedis(tmp)
+    b = await startBroker(name, info, tmp, t, redis ? { redisUrl: redis.url, queueLimit: PERSIST_QUEUE_LIMIT } : null)
   } catch (e) {
+    if (redis) stopRedis(redis)
     fs.rmSync(tmp, { recursive: true, force: true })
     return { error: String(e.message || e) }
   }
   const cpu = {}
+  const redisCpu = {}
+  const markTime = {}
   const samples = []
   let ready = false
   let rssHoldKb = null
   const base = procSample(b.pid)
   cpu['start'] = base?.cpu
+  const redisBase = redis ? procSample(redis.pid) : null
   const busy0 = machineBusy()
   const self0 = process.cpuUsage()
   const wall0 = Date.now()
   const onMark = (mark) => {
     const s = procSample(b.pid)
+    markTime[mark] = Date.now()
+    if (redis) redisCpu[mark] = procSample(redis.pid)?.cpu
     if (!s) return
     samples.push({ mark, ...s })
     if (mark === 'ready') {
@@ -800,6 +915,22 @@ async function runOne(name, info, v, transport = 'tcp') {
   }
   const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark, settle) : v.tool === 'mqtt-benchmark-rs' ? await runRustMqttBenchmark(v, b.port, onMark, settle) : await runLoadgen([...v.args, ...transportArgs(t)], b.port, onMark, limitFor(v.args))
   clearInterval(poll)
+  let redisEnd = null
+  let redisOut = null
+  if (redis) {
+    // The broker may still be writing to the store after the generator
+    // exits: wait until Redis' CPU time stops growing (less than 2 ticks in
+    // 200 ms, at most 15 s), then look at what it holds.
+    let last = procSample(redis.pid)?.cpu
+    for (let i = 0; i < 75 && last != null; i++) {
+      await sleep(200)
+      const c = procSample(redis.pid)?.cpu
+      if (c == null || c - last < 2 / CLK_TCK) break
+      last = c
+    }
+    redisEnd = procSample(redis.pid)
+    redisOut = { url: redis.url, pinned: redis.pinned, cpuTotal: redisEnd && redisBase ? redisEnd.cpu - redisBase.cpu : null, rssEndKb: redisEnd?.rssKb ?? null, ...redisReport(redis) }
+  }
   const end = procSample(b.pid)
   // CPU used by everything else on the machine meanwhile (other users' builds
   // and tests): busy time − broker − generator − this runner.
@@ -808,12 +939,18 @@ async function runOne(name, info, v, transport = 'tcp') {
   const wallSecs = (Date.now() - wall0) / 1000
   let otherCores = null
   if (busy0 != null && busy1 != null && end && base && lg.json?.loadgen_cpu_secs != null) {
-    const other = busy1 - busy0 - (end.cpu - base.cpu) - lg.json.loadgen_cpu_secs - (selfUsed.user + selfUsed.system) / 1e6
+    const redisUsed = redisOut?.cpuTotal ?? 0
+    const other = busy1 - busy0 - (end.cpu - base.cpu) - redisUsed - lg.json.loadgen_cpu_secs - (selfUsed.user + selfUsed.system) / 1e6
     otherCores = Math.max(0, other / wallSecs)
   }
   const died = b.exited()
   await stopBroker(b)
-  const logTail = fs.readFileSync(b.logPath, 'utf8').trim().split('\n').slice(-5).join('\n')
+  if (redis) stopRedis(redis)
+  const logText = fs.readFileSync(b.logPath, 'utf8')
+  const logTail = logText.trim().split('\n').slice(-5).join('\n')
+  // fbroker: journal batches its durable writer refused (buffer full), which
+  // the store then never sees.
+  const persistRefusals = v.redis ? (logText.match(/journal batch was refused/g) ?? []).length : 0
   const configFiles = Object.fromEntries(
     fs.readdirSync(tmp).filter((f) => /\.(conf|toml|json)$/.test(f)).map((f) => [f, fs.readFileSync(path.join(tmp, f), 'utf8')]),
   )
@@ -823,6 +960,8 @@ async function runOne(name, info, v, transport = 'tcp') {
     loadgenCmd: lg.cmdline,
     lg: lg.json ?? {},
     cpu: { ...cpu, end: end?.cpu },
+    ...(redis ? { redisCpu: { ...redisCpu, start: redisBase?.cpu, end: redisEnd?.cpu }, redis: redisOut, persistRefusals } : {}),
+    markTime,
     cpuTotal: end && base ? end.cpu - base.cpu : null,
     rssBaseKb: base?.rssKb ?? null,
     rssEndKb: end?.rssKb ?? null,
@@ -841,6 +980,18 @@ async function runOne(name, info, v, transport = 'tcp') {
   if (name === 'fbroker' && addonStamp() !== ADDON_AT_START) warnings.push(`native addon rebuilt since the run started (now ${addonStamp()}): this row measures a different build than earlier fbroker rows`)
   if (otherCores != null && otherCores >= 0.25) warnings.push(`other processes used ${otherCores.toFixed(2)} cores during this run: figures disturbed`)
   if (utils.some((u) => u >= 0.9)) warnings.push(`${v.tool ?? 'load generator'} near CPU saturation (max util ${Math.max(...utils).toFixed(2)}): figures may be generator-bound`)
+  if (redis && PIN && opts['redis-core'] === '1') {
+    // Redis shares core 1 with the generator: flag steps where the two together filled it.
+    const rr = { redisCpu: { ...redisCpu }, markTime }
+    const full = (lg.json?.steps ?? []).map((st, k) => [k, (st.loadgen_cpu_util ?? 0) + (coresIn(rr, `step${k}`, 'redisCpu') ?? 0)]).filter(([, c]) => c >= 0.9)
+    if (full.length) warnings.push(`core 1 (generator + Redis) near saturation at step ${full.map(([k, c]) => `${k} (${c.toFixed(2)})`).join(', ')}: figures may be bound by core 1`)
+  }
+  if (persistRefusals > 0) warnings.push(`the broker logged ${persistRefusals} refused journal batch(es) (persistence buffer full): those changes never reached Redis`)
+  const unacked = v.redis ? (lg.json?.steps ?? []).reduce((a, st) => a + (st.unacked ?? 0), 0) : 0
+  if (unacked > 0) warnings.push(`${unacked} published message(s) never acknowledged (${(lg.json.steps ?? []).map((st) => `step ${st.step}: ${st.unacked ?? 0} of ${st.offered}`).join(', ')})`)
+  if (lg.json?.verify && lg.json.verify.missing_acked > 0) warnings.push(`${lg.json.verify.missing_acked} acknowledged message(s) not delivered after reconnect (${lg.json.verify.stop_reason})`)
+  if (lg.json?.verify?.first_error) warnings.push(`verify: ${lg.json.verify.first_error}`)
+  if (lg.json?.cleanup_error) warnings.push(`cleanup: ${lg.json.cleanup_error}`)
   if (warnings.length) r.warning = warnings.join('; ')
   return r
 }
@@ -853,6 +1004,10 @@ function fmt(x) {
   if (a >= 100) return Math.round(x).toLocaleString('en-US')
   if (a >= 10) return x.toFixed(1)
   return x.toFixed(2)
+}
+/** A count: always a whole number. */
+function ifmt(x) {
+  return x == null || Number.isNaN(x) ? '—' : Math.round(x).toLocaleString('en-US')
 }
 function ratioText(fb, peer) {
   if (fb == null || peer == null || peer === 0 || Number.isNaN(fb) || Number.isNaN(peer)) return '—'
@@ -953,6 +1108,31 @@ function transportCostSection(v, rows) {
   if (neg.length) notes.push(`- TLS negotiated (first connection of each run): ${neg.join('; ')}`)
   notes.push(`- Each cell: ratio (${'<transport>'} figure / TCP figure), both measured in this run, the broker started afresh for each. ↑ columns: below 1 = slower over that transport; ↓ columns: above 1 = it costs more. \`≥\`/\`≤\`: one side of the ratio is a lower bound (its sweep reached the top step); \`?\`: both are.`)
   return { title: `${v.title} — each transport ÷ TCP, same broker, same run`, md: lines.join('\n'), notes }
+}
+
+/** Notes under the persist table: the store's setup, what each broker left in it, the reconnect phase. */
+function persistNotes(v, rows) {
+  const notes = []
+  const ok = rows.filter((r) => !r.missing && r.result?.redis)
+  const redisVersion = sh('redis-server', ['--version']) ?? 'redis-server (version unknown)'
+  const pinned = ok[0]?.result.redis.pinned ?? (PIN && opts['redis-core'] !== 'none' ? `core ${opts['redis-core']}` : 'not pinned')
+  notes.push(`- Store: ${redisVersion.split(' ').slice(0, 3).join(' ')}, a fresh server per broker run on its own port (scripts/redis.sh: bind 127.0.0.1, \`--save ''\`, \`--appendonly no\` — no RDB, no AOF, nothing written to disk — everything else Redis' defaults), database 0, pinned with ${pinned} (the load generator's core: the broker keeps core 0 to itself). Same settings for both brokers; neither is asked to wait for disk (no \`appendfsync always\`).`)
+  notes.push(`- Step ${v.rateStep} offers ${v.rateLabel} msg/s open loop (the same load for every broker: latency and CPU per message); step ${v.maxStep} publishes as fast as a window of ${v.args[v.args.indexOf('--window') + 1]} unacknowledged messages per publisher allows (closed loop: acked msg/s is the throughput, and its PUBACK latency is mostly queueing: ≈ in-flight ÷ rate). CPU µs/msg = CPU seconds of the broker process (or of redis-server) between the step's marks ÷ messages acknowledged in it; "broker / Redis cores @max" = their CPU seconds ÷ the step's wall time.`)
+  notes.push(`- "delivered after reconnect": distinct messages the ${v.args[v.args.indexOf('--subscribers') + 1]} sessions received when they reconnected (clean session 0) ÷ messages acknowledged × sessions per message, counted until all had arrived, nothing new came for ${Number(v.args[v.args.indexOf('--verify-idle-ms') + 1]) / 1000} s, or ${v.args[v.args.indexOf('--verify-max-secs') + 1]} s passed. "Redis keys after cleanup": DBSIZE once Redis had gone quiet after the run, whose last act is a clean-session connect of every session id (which drops the sessions).`)
+  for (const r of ok) {
+    const vf = r.result.lg.verify
+    const red = r.result.redis
+    const shapes = Object.entries(red.keyShapes ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `\`${k}\` ${ifmt(n)}`).join(', ')
+    const parts = []
+    if (vf) parts.push(`reconnect: ${ifmt(vf.delivered)} of ${ifmt(vf.expected_acked)} in ${vf.secs_to_last_delivery} s (${ifmt(vf.delivered_rate)} msg/s), stop: ${vf.stop_reason}; sessions present ${vf.subscribers - vf.sessions_not_present}/${vf.subscribers}, DUP-flagged ${ifmt(vf.dup_flagged)}, out of order ${ifmt(vf.out_of_order)}`)
+    parts.push(`Redis after the run: ${ifmt(red.keysAfter)} keys${shapes ? ` (${shapes})` : ''}, peak memory ${red.usedMemoryPeak ?? '?'}, CPU over the whole run ${red.cpuTotal == null ? '?' : red.cpuTotal.toFixed(2)} s`)
+    const cmds = Object.entries(red.commands ?? {}).filter(([k]) => !/^(info|dbsize|ping|hello|config\|get|scan)$/.test(k)).sort((a, b) => b[1].calls - a[1].calls)
+    const published = (r.result.lg.steps ?? []).reduce((a, st) => a + (st.acked ?? 0), 0)
+    if (cmds.length && published) parts.push(`Redis commands over the run (calls inside Lua scripts included) per acknowledged message: ${cmds.slice(0, 8).map(([k, c]) => `${k} ${(c.calls / published).toFixed(2)}`).join(', ')}`)
+    if (r.result.persistRefusals) parts.push(`${r.result.persistRefusals} refused journal batches in the broker log`)
+    notes.push(`- ${r.broker}: ${parts.join('; ')}.`)
+  }
+  return notes
 }
 
 /**
@@ -1129,6 +1309,19 @@ async function main() {
           rows.push({ broker: n, transport, missing: info.missing })
           continue
         }
+        if (v.redis) {
+          const why = info.persist ? info.persist() : 'n/a: no Redis persistence'
+          if (why) {
+            const na = why.startsWith('n/a')
+            process.stderr.write(`   ${label.padEnd(14)} ${why}\n`)
+            rows.push({ broker: n, transport, missing: why.replace(/^(n\/a|MISSING): /, ''), na })
+            continue
+          }
+          if (!has('redis-server') && !fs.existsSync('/usr/bin/redis-server')) {
+            rows.push({ broker: n, transport, missing: 'redis-server not installed (apt-get install redis-server; scripts/redis.sh installs it when run as root)' })
+            continue
+          }
+        }
         const unsupported = info.supports?.(transport)
         if (unsupported) {
           process.stderr.write(`   ${label.padEnd(14)} n/a: ${unsupported}\n`)
@@ -1154,11 +1347,12 @@ async function main() {
   // ---- report
   const date = new Date().toISOString().slice(0, 10)
   // A run of the default scenario set is `<date>[-quick]`; a subset gets its
-  // scenarios in the name (transports only: `-transports`), so a targeted run
+  // scenarios in the name (transports only: `-transports`, persist only:
+  // `-persistence`), so a targeted run
   // does not overwrite the full report of the day. --out-name overrides.
   const defaultSet = DEFAULT_SCENARIOS.every((x) => scenarios.includes(x)) && scenarios.length === DEFAULT_SCENARIOS.length
   const transportOnly = scenarios.every((x) => x in TRANSPORT_SCENARIOS)
-  const suffix = defaultSet ? '' : transportOnly ? '-transports' : `-${scenarios.join('+')}`
+  const suffix = defaultSet ? '' : transportOnly ? '-transports' : scenarios.join() === 'persist' ? '-persistence' : `-${scenarios.join('+')}`
   const stem = opts['out-name'] || `${date}${PROFILE === 'quick' ? '-quick' : ''}${suffix}`
   fs.mkdirSync(opts['out-dir'], { recursive: true })
   const mdPath = path.join(opts['out-dir'], `${stem}.md`)
@@ -1177,6 +1371,7 @@ async function main() {
       const notes = rs
         .filter((r) => r.result?.warning || r.result?.error)
         .map((r) => `- ${r.broker}: ${[r.result.error, r.result.warning].filter(Boolean).map(oneLine).join('; ')}`)
+      if (v.redis) notes.push(...persistNotes(v, rs))
       sections.push({ title: vt.title, md: t.md, notes })
     }
     if (v.transports) sections.push(transportCostSection(v, rows))
@@ -1204,6 +1399,7 @@ async function main() {
     const i = infos[n]
     md += i.missing ? `- **${n}**: MISSING — ${i.missing}\n` : `- **${n}**: ${i.version}. ${i.config}\n`
   }
+  if (variants.some((v) => v.redis)) md += `- **Redis** (persist): ${sh('redis-server', ['--version']) ?? 'redis-server not found'}; one fresh server per broker run, started by scripts/redis.sh (\`--bind 127.0.0.1 --save '' --appendonly no\`, otherwise defaults)\n`
   if (scenarios.includes('crosscheck')) {
     for (const k of Object.keys(TOOLS)) md += `- **crosscheck load tool ${k}**: ${toolText(k) ?? `MISSING (${path.relative(ROOT, TOOLS[k].bin)}; bench/setup.sh)`}\n`
   }

@@ -92,6 +92,45 @@ else
   STATUS[ws]="MISSING: npm install --prefix $PEERS ws failed (Aedes rows of fanin-ws/fanin-wss: not supported)"
 fi
 
+# --- aedes-persistence-redis (npm): Aedes' Redis store, for the persist scenario ----
+# The version range comes from the installed Aedes' own peerDependencies
+# (aedes 1.2.0: ^11.2.1), so npm installs it next to that Aedes without
+# --force or --legacy-peer-deps; its `engines` is checked like Aedes'.
+APR=$PEERS/node_modules/aedes-persistence-redis/package.json
+if [ -f $APR ]; then
+  STATUS[aedes-persistence-redis]="ok: aedes-persistence-redis $(node -p "require('./$APR').version")"
+elif [ ! -f $PEERS/node_modules/aedes/package.json ]; then
+  STATUS[aedes-persistence-redis]="MISSING: needs aedes (see above)"
+else
+  range=$(node -p "(require('./$PEERS/node_modules/aedes/package.json').peerDependencies || {})['aedes-persistence-redis'] || ''")
+  spec="aedes-persistence-redis${range:+@$range}"
+  echo "== npm view $spec engines"
+  engines=$(npm view "$spec" engines.node 2>/dev/null | tail -1 | sed "s/.*'\(.*\)'.*/\1/" | tr -d '\n' || true)
+  echo "   $spec wants node ${engines:-(unspecified)}; this is node $(node --version)"
+  need=$(printf '%s' "$engines" | sed -n 's/^>= *\([0-9][0-9]*\).*/\1/p')
+  have=$(node -p 'process.versions.node.split(".")[0]')
+  if [ -n "$need" ] && [ "$have" -lt "$need" ]; then
+    STATUS[aedes-persistence-redis]="MISSING: $spec needs node $engines, this is node $(node --version)"
+  elif npm install --prefix $PEERS --no-audit --no-fund "$spec" >/dev/null 2>&1 && [ -f $APR ]; then
+    STATUS[aedes-persistence-redis]="ok: aedes-persistence-redis $(node -p "require('./$APR').version")"
+  else
+    STATUS[aedes-persistence-redis]="MISSING: npm install --prefix $PEERS $spec failed (persist scenario: Aedes row MISSING)"
+  fi
+fi
+
+# --- redis-server (Debian package): the store of the persist scenario ----------------
+# scripts/redis.sh starts one per broker run (and installs the package itself
+# when run as root).
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server (apt)"
+  apt_install --no-install-recommends redis-server && { command -v systemctl >/dev/null && systemctl stop redis-server >/dev/null 2>&1 || true; }
+fi
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+  STATUS[redis-server]="ok: $(redis-server --version | cut -d' ' -f1-3)"
+else
+  STATUS[redis-server]="MISSING: apt-get install -y redis-server failed (not root, or no package): persist scenario cannot run"
+fi
+
 # --- openssl: scripts/gencert.sh makes the certificates of fanin-tls/fanin-wss --------
 if ! command -v openssl >/dev/null; then
   echo "== installing openssl (apt)"
@@ -164,8 +203,8 @@ fi
 echo
 echo "== setup summary"
 rc=0
-for k in loadgen fbroker mosquitto aedes ws rumqttd mqtt-benchmark mqtt-benchmark-rs openssl rsvg-convert; do
-  printf '  %-18s %s\n' "$k" "${STATUS[$k]}"
+for k in loadgen fbroker mosquitto aedes ws aedes-persistence-redis redis-server rumqttd mqtt-benchmark mqtt-benchmark-rs openssl rsvg-convert; do
+  printf '  %-24s %s\n' "$k" "${STATUS[$k]}"
 done
 case "${STATUS[loadgen]}" in ok*) ;; *) rc=1 ;; esac
 case "${STATUS[fbroker]}" in ok*) ;; *) rc=1 ;; esac

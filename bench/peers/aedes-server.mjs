@@ -2,10 +2,17 @@
 // Usage: node bench/peers/aedes-server.mjs --host 127.0.0.1 --port 1883
 //          [--tls-port P --cert server.pem --key server.key]
 //          [--ws-port P] [--wss-port P --cert ... --key ...] [--ws-path /mqtt]
+//          [--redis-url redis://127.0.0.1:6379/0 [--max-session-delivery N]]
 // Aedes is loaded from bench/peers/node_modules (installed by bench/setup.sh);
 // WebSocket listeners need the `ws` package there too (`createWebSocketStream`
 // turns each WebSocket into the duplex stream Aedes reads MQTT from).
-// Anonymous, in-memory persistence (the default), no $SYS heartbeat chatter.
+// Anonymous, no $SYS heartbeat chatter. Persistence: in-memory (the default),
+// or with --redis-url aedes-persistence-redis on that Redis (ioredis options
+// from the URL: host, port, db, password; everything else its defaults).
+// mqemitter stays the default in-memory one either way (one broker process).
+// --max-session-delivery: aedes-persistence-redis' `maxSessionDelivery`, the
+// most queued messages sent to a persistent session when it reconnects
+// (its default is 1000).
 import fs from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
@@ -24,6 +31,8 @@ const { values } = parseArgs({
     cert: { type: 'string' },
     key: { type: 'string' },
     'ws-path': { type: 'string', default: '/mqtt' },
+    'redis-url': { type: 'string' },
+    'max-session-delivery': { type: 'string' },
   },
 })
 
@@ -31,12 +40,30 @@ const require = createRequire(import.meta.url)
 const aedesPath = require.resolve('aedes')
 const { Aedes } = await import(aedesPath)
 
+let persistence
+if (values['redis-url']) {
+  const u = new URL(values['redis-url'])
+  if (u.protocol !== 'redis:') throw new Error(`--redis-url: only redis:// URLs, got ${u.protocol}`)
+  const redisPersistence = require('aedes-persistence-redis')
+  const opts = {
+    host: u.hostname || '127.0.0.1',
+    port: Number(u.port || 6379),
+    db: Number(u.pathname.slice(1) || 0),
+    family: 4,
+  }
+  if (u.password) opts.password = decodeURIComponent(u.password)
+  if (values['max-session-delivery']) opts.maxSessionDelivery = Number(values['max-session-delivery'])
+  persistence = redisPersistence(opts)
+}
+
 const broker = await Aedes.createBroker({
   // Defaults otherwise (Aedes has no per-client inflight/queue limits to match).
   heartbeatInterval: 3_600_000,
   connectTimeout: 10_000,
   maxClientsIdLength: 64,
+  ...(persistence ? { persistence } : {}),
 })
+if (persistence) process.stdout.write(`aedes persistence: aedes-persistence-redis on ${values['redis-url']}\n`)
 
 const servers = []
 const listen = (server, port, what) => {

@@ -4,6 +4,7 @@
 
 mod conns;
 mod mqtt;
+mod persist;
 mod pubsub;
 mod transport;
 mod util;
@@ -182,6 +183,42 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         batch: usize,
     },
+    /// QoS 1 publishes into offline persistent sessions (queued, stored), then the sessions reconnect and count what they get.
+    Persist {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        drain: Drain,
+        /// Persistent sessions (clean session = 0), offline while the
+        /// publishers run; subscriber i subscribes QoS 1 to publisher
+        /// (i mod P)'s topic, so every message is queued S ÷ P times.
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        #[arg(long, default_value_t = 16)]
+        payload: usize,
+        /// Steps, `--duration-secs` each: offered aggregate msg/s (`5k`), or
+        /// `max` (as fast as the window of unacknowledged messages allows).
+        #[arg(long, default_value = "5k,max")]
+        rates: String,
+        /// Most unacknowledged PUBLISHes per publisher.
+        #[arg(long, default_value_t = 100)]
+        window: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// After publishing, reconnect the sessions and count what they
+        /// receive, for at most this long (0: skip).
+        #[arg(long, default_value_t = 120.0)]
+        verify_max_secs: f64,
+        /// ... or until nothing new arrived for this long.
+        #[arg(long, default_value_t = 5000)]
+        verify_idle_ms: u64,
+        /// Leave the sessions on the broker at the end (by default each id
+        /// connects once more with clean session = 1, which drops them).
+        #[arg(long)]
+        keep_sessions: bool,
+    },
     /// Open N connections (each subscribes to a topic of its own) and hold them.
     Idle {
         #[command(flatten)]
@@ -301,6 +338,7 @@ fn common_of(cmd: &Cmd) -> &Common {
         | Cmd::FaninSweep { common, .. }
         | Cmd::Fanout { common, .. }
         | Cmd::Roundtrip { common, .. }
+        | Cmd::Persist { common, .. }
         | Cmd::Idle { common, .. }
         | Cmd::Connrate { common, .. } => common,
     }
@@ -379,6 +417,23 @@ async fn run(cmd: Cmd) -> Result<Value> {
             let steps = [pubsub::StepSpec { rate: parse_rate(&rate)?, duration: d }];
             flatten_single(pubsub::run(cfg, &steps, |_| pubsub::Next::Continue).await?)
         }
+        Cmd::Persist { drain, subscribers, publishers, payload, rates, window, batch, verify_max_secs, verify_idle_ms, keep_sessions, .. } => {
+            params.extend(json!({ "publishers": publishers, "subscribers": subscribers, "payload": payload, "rates": rates, "step_secs": c.duration_secs, "qos": 1, "sub_qos": 1, "window": window, "batch": batch, "verify_max_secs": verify_max_secs, "verify_idle_ms": verify_idle_ms }).as_object().unwrap().clone());
+            let engine = pubsub_cfg(&c, &drain, publishers, 0, Box::new(persist::topic), String::new(), (1, 1), payload, window, batch)?;
+            let steps = rates
+                .split(',')
+                .map(|r| Ok(pubsub::StepSpec { rate: parse_rate(r)?, duration: d }))
+                .collect::<Result<Vec<_>>>()?;
+            persist::run(persist::Config {
+                engine,
+                steps,
+                subscribers,
+                verify_max: if verify_max_secs > 0.0 { Some(dur(verify_max_secs)?) } else { None },
+                verify_idle: Duration::from_millis(verify_idle_ms),
+                cleanup: !keep_sessions,
+            })
+            .await?
+        }
         Cmd::Idle { connections, hold_secs, .. } => {
             params.extend(json!({ "connections": connections, "hold_secs": hold_secs, "source_addrs": c.source_addrs }).as_object().unwrap().clone());
             conns::idle(conns::IdleConfig {
@@ -434,6 +489,7 @@ fn main() {
         Cmd::FaninSweep { .. } => "fanin-sweep",
         Cmd::Fanout { .. } => "fanout",
         Cmd::Roundtrip { .. } => "roundtrip",
+        Cmd::Persist { .. } => "persist",
         Cmd::Idle { .. } => "idle",
         Cmd::Connrate { .. } => "connrate",
     };

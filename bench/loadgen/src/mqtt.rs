@@ -43,12 +43,14 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// CONNECT with clean session, no will, no credentials.
-pub fn connect(client_id: &str, keepalive_secs: u16) -> Vec<u8> {
+/// CONNECT, no will, no credentials; clean session or not (`clean = false`:
+/// the broker keeps the session, its subscriptions and its queue after the
+/// connection ends).
+pub fn connect_session(client_id: &str, keepalive_secs: u16, clean: bool) -> Vec<u8> {
     let mut body = Vec::with_capacity(12 + client_id.len());
     put_str(&mut body, b"MQTT");
     body.push(4); // protocol level 3.1.1
-    body.push(0x02); // clean session
+    body.push(if clean { 0x02 } else { 0x00 }); // connect flags: clean session bit
     body.extend_from_slice(&keepalive_secs.to_be_bytes());
     put_str(&mut body, client_id.as_bytes());
     let mut out = Vec::with_capacity(body.len() + 5);
@@ -176,9 +178,9 @@ impl PublishFrames {
 #[derive(Debug)]
 #[allow(dead_code)] // every field is decoded; not every scenario reads every one
 pub enum Packet<'a> {
-    ConnAck { return_code: u8 },
+    ConnAck { session_present: bool, return_code: u8 },
     SubAck { packet_id: u16, granted: &'a [u8] },
-    Publish { qos: u8, packet_id: u16, payload: &'a [u8] },
+    Publish { qos: u8, dup: bool, packet_id: u16, payload: &'a [u8] },
     PubAck { packet_id: u16 },
     PingResp,
     Other { kind: u8 },
@@ -221,7 +223,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Packet<'_>, usize)>> {
             if body.len() < 2 {
                 bail!("short CONNACK");
             }
-            Packet::ConnAck { return_code: body[1] }
+            Packet::ConnAck { session_present: body[0] & 1 == 1, return_code: body[1] }
         }
         3 => {
             let qos = (first >> 1) & 0x03;
@@ -241,7 +243,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Packet<'_>, usize)>> {
             if body.len() < p {
                 bail!("short PUBLISH");
             }
-            Packet::Publish { qos, packet_id, payload: &body[p..] }
+            Packet::Publish { qos, dup: first & 0x08 != 0, packet_id, payload: &body[p..] }
         }
         4 => {
             if body.len() < 2 {
@@ -284,7 +286,7 @@ mod tests {
         let (pkt, used) = parse(frame).unwrap().unwrap();
         assert_eq!(used, f.frame_len);
         match pkt {
-            Packet::Publish { qos, packet_id, payload } => {
+            Packet::Publish { qos, packet_id, payload, .. } => {
                 assert_eq!(qos, 1);
                 assert_eq!(packet_id, 513);
                 assert_eq!(payload.len(), 256);
@@ -315,7 +317,7 @@ mod tests {
         let (pkt, used) = parse(&packet).unwrap().unwrap();
         assert_eq!(used, packet.len());
         match pkt {
-            Packet::Publish { qos, packet_id, payload } => {
+            Packet::Publish { qos, packet_id, payload, .. } => {
                 assert_eq!((qos, packet_id), (1, 9));
                 let (ts, id) = payload_header(payload).unwrap();
                 assert_eq!(ts, 777);
@@ -328,14 +330,18 @@ mod tests {
 
     #[test]
     fn control_packets() {
-        let c = connect("abc", 60);
+        let c = connect_session("abc", 60, true);
         assert_eq!(c[0], 0x10);
         assert_eq!(c[1] as usize, c.len() - 2);
         let s = subscribe(1, "bench/+/x", 0);
         assert_eq!(&s[..2], &[0x82, (s.len() - 2) as u8]);
         let (p, n) = parse(&[0x20, 0x02, 0x00, 0x00, 0x90]).unwrap().unwrap();
         assert_eq!(n, 4);
-        assert!(matches!(p, Packet::ConnAck { return_code: 0 }));
+        assert!(matches!(p, Packet::ConnAck { session_present: false, return_code: 0 }));
+        let (p, _) = parse(&[0x20, 0x02, 0x01, 0x00]).unwrap().unwrap();
+        assert!(matches!(p, Packet::ConnAck { session_present: true, return_code: 0 }));
+        assert_eq!(connect_session("abc", 60, false)[9], 0x00);
+        assert_eq!(c[9], 0x02);
         let (p, _) = parse(&[0x90, 0x03, 0x00, 0x01, 0x00]).unwrap().unwrap();
         assert!(matches!(p, Packet::SubAck { packet_id: 1, granted: [0] }));
         let ack = puback(7);

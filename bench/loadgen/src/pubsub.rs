@@ -188,7 +188,7 @@ async fn subscriber(
             let now = now_ns();
             let mut off = 0;
             while let Some((pkt, used)) = mqtt::parse(&buf[off..])? {
-                if let Packet::Publish { qos, packet_id, payload } = pkt {
+                if let Packet::Publish { qos, packet_id, payload, .. } = pkt {
                     if let Some((ts, id)) = mqtt::payload_header(payload) {
                         let step = mqtt::id_step(id) as usize;
                         if step < MAX_STEPS {

@@ -161,17 +161,23 @@ pub async fn read_packet<T>(
     }
 }
 
-/// CONNECT → CONNACK. Returns the time from writing CONNECT to reading CONNACK.
+/// CONNECT (clean session) → CONNACK. Returns the time from writing CONNECT to reading CONNACK.
 pub async fn mqtt_connect(stream: &mut Conn, client_id: &str, keepalive: u16, buf: &mut BytesMut) -> Result<Duration> {
+    Ok(mqtt_connect_session(stream, client_id, keepalive, true, buf).await?.0)
+}
+
+/// CONNECT with the given clean-session flag → CONNACK. Returns the time
+/// from writing CONNECT to reading CONNACK, and CONNACK's session-present flag.
+pub async fn mqtt_connect_session(stream: &mut Conn, client_id: &str, keepalive: u16, clean: bool, buf: &mut BytesMut) -> Result<(Duration, bool)> {
     let t0 = Instant::now();
-    stream.send(&mqtt::connect(client_id, keepalive)).await?;
-    read_packet(stream, buf, |p| match p {
-        Packet::ConnAck { return_code: 0 } => Ok(()),
-        Packet::ConnAck { return_code } => bail!("CONNACK refused, code {return_code}"),
+    stream.send(&mqtt::connect_session(client_id, keepalive, clean)).await?;
+    let present = read_packet(stream, buf, |p| match p {
+        Packet::ConnAck { session_present, return_code: 0 } => Ok(session_present),
+        Packet::ConnAck { return_code, .. } => bail!("CONNACK refused, code {return_code}"),
         other => bail!("expected CONNACK, got {other:?}"),
     })
     .await?;
-    Ok(t0.elapsed())
+    Ok((t0.elapsed(), present))
 }
 
 /// SUBSCRIBE → SUBACK; fails if the broker refuses the filter (0x80).
