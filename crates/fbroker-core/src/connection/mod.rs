@@ -420,6 +420,17 @@ impl Connection {
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let keep_alive_deadline = sleep_until(self.keep_alive.map_or(far_future, |k| Instant::now() + k));
         tokio::pin!(keep_alive_deadline);
+        if !self.read_buf.is_empty() {
+            // Packets that came in the same read as CONNECT: the read that
+            // found them drained the socket and cleared its readiness, so no
+            // wake-up will come for them.
+            let flow = self.handle_buffered().await;
+            Stats::add(&self.state.stats.messages_received, std::mem::take(&mut self.received));
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close(reason)) | Err(reason) => return reason,
+            }
+        }
         loop {
             if let Some(reason) = self.control.kicked() {
                 return reason;
