@@ -13,6 +13,7 @@ import { Redis } from 'ioredis'
 import { onPath, repoRoot, tempDir } from '../helpers/auth'
 import { freePort, target } from '../helpers/broker'
 import { startCli, type CliBroker } from '../helpers/cli-broker'
+import { RawClient } from '../helpers/raw'
 
 const missing = !onPath('redis-server') ? 'redis-server is not installed: apt-get install redis-server (CI installs it)' : false
 const skip = target === 'mosquitto' ? 'fbroker persistence options' : missing
@@ -277,6 +278,66 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
     const delivered = new Set(got.map((r) => r.id))
     const lost = ids.filter((id) => !delivered.has(id))
     assert.deepEqual(lost.slice(0, 10), [], `${lost.length} acknowledged messages were lost`)
+  })
+
+  test('[MQTT-4.4.0-1] in-flight state survives a restart: unacknowledged QoS 1/2 deliveries are re-sent with DUP and their packet ids, a PUBREC\'d one gets its PUBREL; an inbound QoS 2 id awaiting PUBREL is not delivered again', async () => {
+    let { broker, url } = await start()
+    const port = () => Number(new URL(url).port)
+    // A subscriber that never acknowledges.
+    let sub = await RawClient.connect(port())
+    await sub.handshake({ clientId: 'inflight-sub', clean: false })
+    sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'fl/#', qos: 2 }] })
+    assert.equal((await sub.next())?.cmd, 'suback')
+    // A persistent publisher that sends a QoS 2 PUBLISH and never PUBREL.
+    let pub = await RawClient.connect(port())
+    await pub.handshake({ clientId: 'inflight-pub', clean: false })
+    pub.send({ cmd: 'publish', topic: 'fl/q2', payload: Buffer.from('exactly-once'), qos: 2, messageId: 77 })
+    assert.deepEqual(await pub.next(5000).then((p) => [p?.cmd, p?.messageId]), ['pubrec', 77])
+    const helper = await connect(url, 'inflight-helper', true)
+    await helper.client.publishAsync('fl/a', 'one', { qos: 1 })
+    await helper.client.publishAsync('fl/b', 'two', { qos: 2 })
+    await helper.client.endAsync()
+    const first: Record<string, { id: number; qos: number }> = {}
+    for (let i = 0; i < 3; i++) {
+      const p = await sub.next(5000)
+      assert.equal(p?.cmd, 'publish')
+      first[String(p!.payload)] = { id: p!.messageId, qos: p!.qos }
+    }
+    assert.deepEqual(Object.keys(first).sort(), ['exactly-once', 'one', 'two'])
+    // PUBREC the QoS 2 "two": it moves to the PUBCOMP stage (the broker answers PUBREL).
+    sub.send({ cmd: 'pubrec', messageId: first['two']!.id })
+    assert.deepEqual(await sub.next(5000).then((p) => [p?.cmd, p?.messageId]), ['pubrel', first['two']!.id])
+    await new Promise((r) => setTimeout(r, 300))
+    sub.destroy()
+    pub.destroy()
+
+    assert.equal(await broker.stop(), 0)
+    ;({ broker, url } = await start())
+
+    sub = await RawClient.connect(port())
+    assert.equal((await sub.handshake({ clientId: 'inflight-sub', clean: false })).sessionPresent, true)
+    const resent: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const p = await sub.next(5000)
+      if (p?.cmd === 'publish') {
+        assert.equal(p.dup, true, `re-sent ${p.payload} has DUP set`)
+        assert.equal(p.messageId, first[String(p.payload)]!.id, `re-sent ${p.payload} keeps its packet id`)
+        resent.push(`publish:${p.payload}`)
+      } else resent.push(`${p?.cmd}:${p?.messageId}`)
+    }
+    assert.deepEqual(resent.sort(), ['publish:exactly-once', 'publish:one', `pubrel:${first['two']!.id}`].sort())
+
+    // The publisher re-sends its QoS 2 PUBLISH (DUP) after the restart: the
+    // broker knows the id, answers PUBREC and does not route it again.
+    pub = await RawClient.connect(port())
+    assert.equal((await pub.handshake({ clientId: 'inflight-pub', clean: false })).sessionPresent, true)
+    pub.send({ cmd: 'publish', topic: 'fl/q2', payload: Buffer.from('exactly-once'), qos: 2, messageId: 77, dup: true })
+    assert.deepEqual(await pub.next(5000).then((p) => [p?.cmd, p?.messageId]), ['pubrec', 77])
+    pub.send({ cmd: 'pubrel', messageId: 77 })
+    assert.deepEqual(await pub.next(5000).then((p) => [p?.cmd, p?.messageId]), ['pubcomp', 77])
+    await assert.rejects(sub.next(700), /no packet/, 'the re-sent QoS 2 publish is not delivered a second time')
+    sub.destroy()
+    pub.destroy()
   })
 
   test('[fbroker] a clean session leaves no keys behind; a persistent one that ends is removed when it expires', async () => {
