@@ -10,7 +10,7 @@ import { resolveListeners, usesTls, type ResolvedListener } from './config/liste
 import { resolveBrokerSettings } from './config/load'
 import { LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
 import { createLogger, silentLogger, type Logger } from './log'
-import { PersistenceController } from './persistence/controller'
+import { PersistenceController, type PersistenceHealthEvent } from './persistence/controller'
 import { RedisPersistence, type RedisPersistenceOptions } from './persistence/redis'
 import type { PersistenceBackend } from './persistence/types'
 import type { NativePersistence } from './persistence/bridge'
@@ -151,6 +151,8 @@ export interface BrokerEvents {
   /** Per completed QoS 1/2 delivery, opt-in like `published`. */
   acked: [event: DeliveryEvent]
   clientError: [event: ClientErrorEvent]
+  /** With a persistence store: it became unavailable (`degraded`), available again (`recovered`), or its buffer is full (`overflow`). Always logged too. */
+  persistence: [event: PersistenceHealthEvent]
   /** Emitted only while something listens: a panic inside the native core (it is always logged too). */
   error: [error: Error]
 }
@@ -494,6 +496,7 @@ export class Broker extends EventEmitter {
       throw err
     }
     persistence?.attach(native)
+    persistence?.onHealth((event) => broker.emit('persistence', event))
     broker.#native = native
     broker.#listeners = describeBound(native.listeners(), listeners)
     broker.#hasTls = listeners.some((l) => usesTls(l.type))
@@ -577,6 +580,15 @@ export class Broker extends EventEmitter {
   /** The process's open-file limits after `start` raised the soft limit, if they could be read. */
   get openFileLimit(): NativeOpenFileLimit | undefined {
     return this.#openFileLimit === undefined ? undefined : { ...this.#openFileLimit }
+  }
+
+  /**
+   * The persistence store's state (undefined with `persistence: memory`):
+   * `ok`, `degraded` (writes failing, buffered and retried) or `closed`,
+   * what is buffered, the last error, and the backend's connection state.
+   */
+  get persistenceHealth(): ReturnType<PersistenceController['health']> | undefined {
+    return this.#persistence?.health()
   }
 
   /** Whether `close()` has been called. */

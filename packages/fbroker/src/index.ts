@@ -66,3 +66,4 @@ export {
   type MemoryPersistenceOptions,
 } from './persistence'
 export type { ResolvedListener } from './config/listeners'
+export type { PersistenceHealthEvent } from './persistence/controller'

@@ -16,6 +16,18 @@ export interface JournalAcknowledger {
   persistAck(seq: number, stored: boolean): void
 }
 
+/** A change in the persistence store's health, as the `Broker` emits it. */
+export interface PersistenceHealthEvent {
+  /** `degraded`: writes fail and are buffered and retried; `recovered`: they flow again; `overflow`: the buffer is full, publishes that need storing are refused. */
+  state: 'degraded' | 'recovered' | 'overflow'
+  /** The failure, for `degraded`. */
+  error?: string
+  /** For `recovered`: how long the store was unavailable. */
+  downtimeMs?: number
+  bufferedOps: number
+  bufferedBytes: number
+}
+
 export interface PersistenceControllerOptions {
   backend: PersistenceBackend
   mode: PersistenceMode
@@ -85,6 +97,13 @@ export class PersistenceController {
   /** The native broker is running: answers can go to it. */
   attach(target: JournalAcknowledger): void {
     this.#resolveTarget(target)
+  }
+
+  /** Calls `listener` on each outage transition of the store: degraded, recovered, overflow. */
+  onHealth(listener: (event: PersistenceHealthEvent) => void): void {
+    this.#writer.on('degraded', (e) => listener({ state: 'degraded', error: e.error.message, bufferedOps: e.bufferedOps, bufferedBytes: e.bufferedBytes }))
+    this.#writer.on('recovered', (e) => listener({ state: 'recovered', downtimeMs: e.downtimeMs, bufferedOps: e.bufferedOps, bufferedBytes: e.bufferedBytes }))
+    this.#writer.on('overflow', (e) => listener({ state: 'overflow', bufferedOps: e.bufferedOps, bufferedBytes: e.bufferedBytes }))
   }
 
   health(): WriterHealth & { refusedBatches: number } {
