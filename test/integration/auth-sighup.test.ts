@@ -3,76 +3,25 @@
 // and SIGTERM still exits 0.
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { appendFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import mqtt, { type MqttClient } from 'mqtt'
-import { cleanEnv, connack, fbrokerBin, passwdAdd, repoRoot, tempDir } from '../helpers/auth'
-import { freePort, target } from '../helpers/broker'
+import { connack, passwdAdd, tempDir } from '../helpers/auth'
+import { target } from '../helpers/broker'
+import { startCli } from '../helpers/cli-broker'
 
 const skip = target === 'mosquitto' && 'the fbroker CLI'
 const dir = tempDir('sighup')
-
-interface LogEntry {
-  level: number
-  msg: string
-  [field: string]: unknown
-}
-
-/** The JSON log lines of a child's stdout; `waitFor` looks at past and future lines. */
-function watchLogs(child: ChildProcessWithoutNullStreams) {
-  const entries: LogEntry[] = []
-  const raw: string[] = []
-  const waiters = new Set<() => void>()
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    raw.push(line)
-    try {
-      entries.push(JSON.parse(line) as LogEntry)
-    } catch {
-      return
-    }
-    for (const w of [...waiters]) w()
-  })
-  const waitFor = (pattern: RegExp, timeoutMs = 10_000, from = 0): Promise<LogEntry> =>
-    new Promise((resolve, reject) => {
-      const check = () => {
-        const found = entries.slice(from).find((e) => pattern.test(e.msg))
-        if (found === undefined) return
-        waiters.delete(check)
-        clearTimeout(timer)
-        resolve(found)
-      }
-      const timer = setTimeout(() => {
-        waiters.delete(check)
-        reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; stdout:\n${raw.join('\n')}`))
-      }, timeoutMs)
-      waiters.add(check)
-      check()
-    })
-  return { entries, waitFor }
-}
 
 describe('fbroker start and SIGHUP', { skip }, () => {
   test('[fbroker] SIGHUP re-reads the password file: a user added by fbroker passwd -b connects, the connected client stays connected; a bad file is logged and kept out; SIGTERM exits 0', { timeout: 60_000 }, async () => {
     const file = join(dir, 'passwd')
     passwdAdd(file, 'old', 'old-pw', { create: true })
-    const port = await freePort()
-    const child = spawn(process.execPath, [fbrokerBin, 'start', '--port', String(port), '--host', '127.0.0.1', '--password-file', file], {
-      cwd: repoRoot,
-      env: cleanEnv({ FBROKER_LOG_FORMAT: 'json' }),
-      stdio: 'pipe',
-    })
-    let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-    const logs = watchLogs(child)
+    const logs = await startCli(['--port', '0', '--host', '127.0.0.1', '--password-file', file])
+    const child = logs.child
+    const port = logs.of('tcp')[0]!.port
     const clients: MqttClient[] = []
     try {
-      await Promise.race([
-        logs.waitFor(/^listening on mqtt:\/\/127\.0\.0\.1:/, 15_000),
-        exited.then((code) => assert.fail(`fbroker exited (${code}) before listening: ${stderr}`)),
-      ])
       const banner = await logs.waitFor(/^auth: /)
       assert.match(banner.msg, new RegExp(`^auth: password file ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(1 user\\), no ACL, anonymous clients refused \\(allow_anonymous unset\\)$`))
 
@@ -124,8 +73,7 @@ describe('fbroker start and SIGHUP', { skip }, () => {
       assert.equal(old.connected, true)
 
       for (const c of clients.splice(0)) await c.endAsync()
-      child.kill('SIGTERM')
-      assert.equal(await exited, 0, stderr)
+      assert.equal(await logs.stop(), 0, logs.stderr())
       await logs.waitFor(/^received SIGTERM/, 1000)
     } finally {
       for (const c of clients) c.end(true)
