@@ -172,8 +172,8 @@ describe('redis persistence', { skip }, () => {
       assert.deepEqual(await redis.hgetall('layout:c:{c1}:subs'), { 'a/#': '1' })
       assert.deepEqual(await redis.lrange('layout:c:{c1}:q', 0, -1), [`1:0:7:${body.id}`])
       assert.deepEqual((await redis.smembers('layout:g:{all}:sessions')).sort(), ['c1', odd].sort())
-      assert.deepEqual(await redis.zrange('layout:g:{all}:expiry', 0, -1, 'WITHSCORES'), [odd, '2000000000000'])
-      assert.deepEqual(await redis.zrange('layout:r:{r}:idx', 0, -1), ['r/1'])
+      assert.deepEqual(await redis.zrange('layout:g:{all}:expiry', '0', '-1', 'WITHSCORES'), [odd, '2000000000000'])
+      assert.deepEqual(await redis.zrange('layout:r:{r}:idx', '0', '-1'), ['r/1'])
       assert.equal(await redis.hget(`layout:m:{all}:${body.id}`, 'rc'), '1')
       assert.deepEqual((await backend.load()).sessions.map((s) => s.clientId), ['c1', odd])
     } finally {

@@ -213,7 +213,7 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
     victim.on('error', () => undefined)
     await new Promise((resolve) => victim.once('connect', resolve))
     while (acked.size < 3_000) await new Promise((r) => setTimeout(r, 20))
-    const closed = new Promise((r) => pub.client.once('close', r))
+    const closed = new Promise<void>((r) => pub.client.once('close', () => r()))
     process.kill(broker.pid, 'SIGKILL')
     // MQTT.js leaves the unacknowledged publishes pending when the socket
     // dies; what was acknowledged before the close is what counts.
