@@ -309,7 +309,8 @@ pub(crate) struct Connection {
     pub(crate) hook_client: Option<ClientInfo>,
     /// Plugins' recent `authorizePublish` answers by topic.
     pub(crate) publish_verdicts: Option<Box<crate::connection::publish_auth::VerdictCache>>,
-    /// Acks waiting for the persistence store (acknowledge-after-store).
+    /// Acks waiting for the persistence store (acknowledge-after-store),
+    /// and the wake-up for deliveries paused while the store is behind.
     held_acks: Option<Box<HeldAcks>>,
 }
 
@@ -319,13 +320,16 @@ pub(crate) struct Connection {
 struct HeldAcks {
     queue: std::collections::VecDeque<HeldAck>,
     settled: tokio::sync::watch::Receiver<u64>,
+    /// The session's queue was not drained because the store is behind
+    /// (`Journal::congested`): retry when it settles more.
+    deliveries_paused: bool,
 }
 
 /// Resolves when the journal settles another batch while acks are held;
 /// never otherwise.
 async fn held_acks_settled(held: &mut Option<Box<HeldAcks>>) {
     match held {
-        Some(h) if !h.queue.is_empty() => {
+        Some(h) if !h.queue.is_empty() || h.deliveries_paused => {
             if h.settled.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
@@ -387,9 +391,15 @@ impl Connection {
             self.send_held(kind, packet_id);
             return;
         }
-        let journal = self.state.journal.as_ref().expect("a ticket comes from the journal");
-        let held = self.held_acks.get_or_insert_with(|| Box::new(HeldAcks { queue: Default::default(), settled: journal.subscribe_settled() }));
+        let journal = self.state.journal.clone().expect("a ticket comes from the journal");
+        let held = self.held_acks_mut(&journal);
         held.queue.push_back(HeldAck { ticket, kind, packet_id });
+    }
+
+    fn held_acks_mut(&mut self, journal: &Journal) -> &mut HeldAcks {
+        self.held_acks.get_or_insert_with(|| {
+            Box::new(HeldAcks { queue: Default::default(), settled: journal.subscribe_settled(), deliveries_paused: false })
+        })
     }
 
     /// Sends the held acks whose batches are stored; a failed batch closes
@@ -621,6 +631,17 @@ impl Connection {
     pub(crate) fn drain_session(&mut self) {
         if self.write_buf.len() >= WRITE_HIGH_WATER {
             return;
+        }
+        if let Some(journal) = self.session.journal.clone() {
+            // A persistent session's deliveries are journaled: while the
+            // store is far behind, leave them queued rather than outrun it.
+            let paused = journal.congested();
+            if paused || self.held_acks.is_some() {
+                self.held_acks_mut(&journal).deliveries_paused = paused;
+            }
+            if paused {
+                return;
+            }
         }
         let max_inflight = self.state.config.max_inflight_messages.max(1);
         let mut st = self.session.state.lock();

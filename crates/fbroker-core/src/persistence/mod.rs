@@ -23,6 +23,7 @@ use fbroker_codec::QoS;
 use parking_lot::Mutex;
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
@@ -91,6 +92,13 @@ thread_local! {
 
 /// How many failed batch numbers are remembered for late waiters.
 const FAILED_MEMORY: usize = 4096;
+/// Ops handed over or waiting and not yet settled above which persistent
+/// sessions stop moving messages from their queue to the wire. Each
+/// delivery journals three ops (queue remove, in-flight set, clear), so a
+/// reconnecting session drains far faster than a store writes; without
+/// this the control plane's buffer would fill and refuse writes. Well
+/// under the control plane's default buffer of 100,000 ops.
+pub const DELIVERY_BACKLOG_LIMIT: usize = 20_000;
 
 pub struct Journal {
     pub mode: PersistMode,
@@ -102,6 +110,10 @@ pub struct Journal {
     /// failed); acks arrive in order.
     settled: watch::Sender<u64>,
     failed: Mutex<VecDeque<u64>>,
+    /// Ops recorded and not yet settled.
+    unsettled: AtomicUsize,
+    /// (batch number, ops in it) of the batches handed over, oldest first.
+    in_flight: Mutex<VecDeque<(u64, usize)>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -119,6 +131,8 @@ impl Journal {
             flush: Notify::new(),
             settled: watch::channel(0).0,
             failed: Mutex::new(VecDeque::new()),
+            unsettled: AtomicUsize::new(0),
+            in_flight: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -128,6 +142,7 @@ impl Journal {
         filling.1.push(op);
         let seq = filling.0;
         drop(filling);
+        self.unsettled.fetch_add(1, Ordering::Relaxed);
         TICKET.with(|t| t.set(t.get().max(seq)));
         if first {
             self.flush.notify_one();
@@ -145,7 +160,20 @@ impl Journal {
     }
 
     /// The control plane's answer for batch `seq`.
+    /// Whether the store is so far behind that deliveries to persistent
+    /// sessions should wait (see `DELIVERY_BACKLOG_LIMIT`).
+    pub fn congested(&self) -> bool {
+        self.unsettled.load(Ordering::Relaxed) > DELIVERY_BACKLOG_LIMIT
+    }
+
     pub fn acknowledge(&self, seq: u64, stored: bool) {
+        {
+            let mut in_flight = self.in_flight.lock();
+            while in_flight.front().is_some_and(|(s, _)| *s <= seq) {
+                let (_, ops) = in_flight.pop_front().expect("front exists");
+                self.unsettled.fetch_sub(ops, Ordering::Relaxed);
+            }
+        }
         if !stored {
             let mut failed = self.failed.lock();
             failed.push_back(seq);
@@ -189,7 +217,10 @@ impl Journal {
             }
             let seq = filling.0;
             filling.0 += 1;
-            PersistBatch { seq, ops: std::mem::take(&mut filling.1) }
+            let batch = PersistBatch { seq, ops: std::mem::take(&mut filling.1) };
+            // Under the filling lock, so batches enter in number order.
+            self.in_flight.lock().push_back((seq, batch.ops.len()));
+            batch
         };
         self.sink.deliver(batch);
     }
@@ -242,6 +273,19 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let batches = sink.0.lock();
         assert_eq!(batches.iter().map(|b| (b.seq, b.ops.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 1)]);
+    }
+
+    #[test]
+    fn the_journal_is_congested_while_too_many_ops_are_unsettled() {
+        let journal = Journal::new(PersistMode::AckAfterStore, Arc::new(Collect(Mutex::new(Vec::new()))));
+        for n in 0..=DELIVERY_BACKLOG_LIMIT {
+            journal.record(op(n as u16));
+        }
+        assert!(journal.congested(), "recorded, not yet handed over");
+        journal.flush_now();
+        assert!(journal.congested(), "handed over, not yet settled");
+        journal.acknowledge(1, true);
+        assert!(!journal.congested(), "settled");
     }
 
     #[tokio::test]
