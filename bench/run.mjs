@@ -203,6 +203,10 @@ const METRICS = {
       const d = coresIn(r, `step${v.maxStep}`, 'redisCpu')
       return b == null || d == null ? null : `${b.toFixed(2)} / ${d.toFixed(2)}`
     }, false],
+    ['queued in Redis after reconnect', 'text', (r) => {
+      const a = r.redis?.afterReconnect
+      return a?.listEntries == null ? null : `${ifmt(a.listEntries)} (${ifmt(a.keys)} keys)`
+    }, false],
     ['Redis keys after cleanup', 'text', (r) => (r.redis?.keysAfter == null ? null : ifmt(r.redis.keysAfter)), false],
   ],
   connrate: (v) =>
@@ -289,7 +293,7 @@ function plan(profile) {
   {
     const secs = q ? 3 : 10
     v.push(variant('persist', `persist: 10 persistent sessions (clean session 0) subscribed QoS 1, each to one of 10 topics, then offline; 10 publishers, QoS 1, 16 B, one topic each (every message queued for 1 session, in Redis before the PUBACK); 5k msg/s for ${secs} s, then as fast as a window of 100 unacknowledged messages per publisher allows for ${secs} s; then the sessions reconnect and count what they receive`,
-      ['persist', '--subscribers', '10', '--publishers', '10', '--payload', '16', '--rates', '5k,max', '--duration-secs', String(secs), '--window', '100', '--drain-max-secs', '5', '--verify-max-secs', q ? '60' : '180', '--verify-idle-ms', '5000'],
+      ['persist', '--subscribers', '10', '--publishers', '10', '--payload', '16', '--rates', '5k,max', '--duration-secs', String(secs), '--window', '100', '--drain-max-secs', '5', '--verify-max-secs', q ? '60' : '300', '--verify-idle-ms', '5000'],
       { redis: true, rateLabel: '5k', rateStep: 0, maxStep: 1 }))
   }
   // fanin over other transports: one variant for every transport asked for,
@@ -623,7 +627,11 @@ function runLoadgen(args, port, onMark, limitMs) {
   const argv = [path.relative(ROOT, LOADGEN), ...args, '--host', HOST, '--port', String(port)]
   const [cmd, wargs] = withLimits(argv, 1)
   return new Promise((resolve) => {
-    const child = spawn(cmd, wargs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    // stdin: a pipe, so that the runner can resume a generator paused with
+    // --pause-after-verify (persist) by writing a line.
+    const child = spawn(cmd, wargs, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
+    child.stdin.on('error', () => {})
+    const ctl = { resume: () => child.stdin.write('\n') }
     let out = ''
     let err = ''
     let pending = ''
@@ -635,7 +643,7 @@ function runLoadgen(args, port, onMark, limitMs) {
         const line = pending.slice(0, i)
         pending = pending.slice(i + 1)
         const m = line.match(/^MARK (?:step=(\d+)|phase=(\w+)) (begin|end)/)
-        if (m) onMark(`${m[1] != null ? `step${m[1]}` : m[2]}:${m[3]}`)
+        if (m) onMark(`${m[1] != null ? `step${m[1]}` : m[2]}:${m[3]}`, ctl)
         else if (line.startsWith('READY')) onMark('ready')
         else err += line + '\n'
       }
@@ -833,6 +841,40 @@ function redisCli(r, args) {
   const x = spawnSync('redis-cli', ['-h', HOST, '-p', String(r.port), ...args], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024 })
   return x.status === 0 ? x.stdout : null
 }
+/**
+ * Waits until Redis has processed no more than a few commands per 250 ms
+ * for `quietMs` in a row (at most `maxMs`): the broker may go on writing
+ * after the load stops, and after a pause (fbroker's writer has left Redis
+ * idle for ~2 s with ops buffered). Returns the seconds waited.
+ */
+async function waitRedisQuiet(r, quietMs = 3000, maxMs = 60_000) {
+  const commands = () => Number((redisCli(r, ['info', 'stats'])?.match(/^total_commands_processed:(\d+)/m) || [])[1] ?? NaN)
+  const t0 = Date.now()
+  let last = commands()
+  let quietSince = Date.now()
+  while (Number.isFinite(last) && Date.now() - t0 < maxMs && Date.now() - quietSince < quietMs) {
+    await sleep(250)
+    const c = commands()
+    if (!Number.isFinite(c)) break
+    if (c - last > 20) quietSince = Date.now()
+    last = c
+  }
+  return (Date.now() - t0) / 1000
+}
+// Every list key and the sum of their lengths: both brokers keep session
+// queues as lists (fbroker `<prefix>c:{id}:q`, aedes-persistence-redis
+// `outgoing:<id>`), so after the reconnect phase this should be 0 entries.
+const LIST_ENTRIES_LUA = `local c = "0" local n = 0 local e = 0
+repeat local r = redis.call("SCAN", c, "COUNT", 1000, "TYPE", "list") c = r[1]
+for _, k in ipairs(r[2]) do n = n + 1 e = e + redis.call("LLEN", k) end until c == "0"
+return {n, e}`
+/** Keys, list keys and list entries now in the store. */
+function redisStoreState(r) {
+  const keys = Number(redisCli(r, ['dbsize'])?.trim() ?? NaN)
+  const le = (redisCli(r, ['eval', LIST_ENTRIES_LUA, '0']) ?? '').trim().split('\n').map(Number)
+  return { keys: Number.isFinite(keys) ? keys : null, lists: Number.isFinite(le[0]) ? le[0] : null, listEntries: Number.isFinite(le[1]) ? le[1] : null }
+}
+
 /** What the store holds after the run: key count, key shapes (ids replaced), command counts, memory. */
 function redisReport(r) {
   const out = { keysAfter: null, keyShapes: {}, commands: {}, usedMemoryPeak: null }
@@ -883,10 +925,21 @@ async function runOne(name, info, v, transport = 'tcp') {
   const busy0 = machineBusy()
   const self0 = process.cpuUsage()
   const wall0 = Date.now()
-  const onMark = (mark) => {
+  let storeAfterReconnect = null
+  const onMark = (mark, ctl) => {
     const s = procSample(b.pid)
     markTime[mark] = Date.now()
     if (redis) redisCpu[mark] = procSample(redis.pid)?.cpu
+    if (redis && mark === 'store:begin') {
+      // The sessions are back and have acknowledged everything: look at the
+      // store once the broker has stopped writing, then let the generator
+      // go on to the cleanup.
+      void (async () => {
+        const waited = await waitRedisQuiet(redis)
+        storeAfterReconnect = { ...redisStoreState(redis), waitedSecs: waited }
+        ctl?.resume()
+      })()
+    }
     if (!s) return
     samples.push({ mark, ...s })
     if (mark === 'ready') {
@@ -913,23 +966,16 @@ async function runOne(name, info, v, transport = 'tcp') {
       last = c
     }
   }
-  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark, settle) : v.tool === 'mqtt-benchmark-rs' ? await runRustMqttBenchmark(v, b.port, onMark, settle) : await runLoadgen([...v.args, ...transportArgs(t)], b.port, onMark, limitFor(v.args))
+  const lgArgs = [...v.args, ...transportArgs(t), ...(redis ? ['--pause-after-verify'] : [])]
+  const lg = v.tool === 'mqtt-benchmark' ? await runMqttBenchmark(v, b.port, onMark, settle) : v.tool === 'mqtt-benchmark-rs' ? await runRustMqttBenchmark(v, b.port, onMark, settle) : await runLoadgen(lgArgs, b.port, onMark, limitFor(v.args) + (redis ? 60_000 : 0))
   clearInterval(poll)
   let redisEnd = null
   let redisOut = null
   if (redis) {
-    // The broker may still be writing to the store after the generator
-    // exits: wait until Redis' CPU time stops growing (less than 2 ticks in
-    // 200 ms, at most 15 s), then look at what it holds.
-    let last = procSample(redis.pid)?.cpu
-    for (let i = 0; i < 75 && last != null; i++) {
-      await sleep(200)
-      const c = procSample(redis.pid)?.cpu
-      if (c == null || c - last < 2 / CLK_TCK) break
-      last = c
-    }
+    // The broker may still be writing to the store after the generator exits.
+    const settleSecs = await waitRedisQuiet(redis)
     redisEnd = procSample(redis.pid)
-    redisOut = { url: redis.url, pinned: redis.pinned, cpuTotal: redisEnd && redisBase ? redisEnd.cpu - redisBase.cpu : null, rssEndKb: redisEnd?.rssKb ?? null, ...redisReport(redis) }
+    redisOut = { url: redis.url, pinned: redis.pinned, afterReconnect: storeAfterReconnect, settleSecs, cpuTotal: redisEnd && redisBase ? redisEnd.cpu - redisBase.cpu : null, rssEndKb: redisEnd?.rssKb ?? null, ...redisReport(redis) }
   }
   const end = procSample(b.pid)
   // CPU used by everything else on the machine meanwhile (other users' builds
@@ -1118,14 +1164,14 @@ function persistNotes(v, rows) {
   const pinned = ok[0]?.result.redis.pinned ?? (PIN && opts['redis-core'] !== 'none' ? `core ${opts['redis-core']}` : 'not pinned')
   notes.push(`- Store: ${redisVersion.split(' ').slice(0, 3).join(' ')}, a fresh server per broker run on its own port (scripts/redis.sh: bind 127.0.0.1, \`--save ''\`, \`--appendonly no\` — no RDB, no AOF, nothing written to disk — everything else Redis' defaults), database 0, pinned with ${pinned} (the load generator's core: the broker keeps core 0 to itself). Same settings for both brokers; neither is asked to wait for disk (no \`appendfsync always\`).`)
   notes.push(`- Step ${v.rateStep} offers ${v.rateLabel} msg/s open loop (the same load for every broker: latency and CPU per message); step ${v.maxStep} publishes as fast as a window of ${v.args[v.args.indexOf('--window') + 1]} unacknowledged messages per publisher allows (closed loop: acked msg/s is the throughput, and its PUBACK latency is mostly queueing: ≈ in-flight ÷ rate). CPU µs/msg = CPU seconds of the broker process (or of redis-server) between the step's marks ÷ messages acknowledged in it; "broker / Redis cores @max" = their CPU seconds ÷ the step's wall time.`)
-  notes.push(`- "delivered after reconnect": distinct messages the ${v.args[v.args.indexOf('--subscribers') + 1]} sessions received when they reconnected (clean session 0) ÷ messages acknowledged × sessions per message, counted until all had arrived, nothing new came for ${Number(v.args[v.args.indexOf('--verify-idle-ms') + 1]) / 1000} s, or ${v.args[v.args.indexOf('--verify-max-secs') + 1]} s passed. "Redis keys after cleanup": DBSIZE once Redis had gone quiet after the run, whose last act is a clean-session connect of every session id (which drops the sessions).`)
+  notes.push(`- "delivered after reconnect": distinct messages the ${v.args[v.args.indexOf('--subscribers') + 1]} sessions received when they reconnected (clean session 0) ÷ messages acknowledged × sessions per message, counted until all had arrived, nothing new came for ${Number(v.args[v.args.indexOf('--verify-idle-ms') + 1]) / 1000} s, or ${v.args[v.args.indexOf('--verify-max-secs') + 1]} s passed. "queued in Redis after reconnect": then, with the sessions still connected and every message acknowledged, the generator pauses; once Redis has been quiet for 3 s the runner sums the lengths of all list keys (both brokers keep session queues as Redis lists: fbroker \`<prefix>c:{id}:q\`, aedes-persistence-redis \`outgoing:<id>\`), which should be 0, and counts the keys. "Redis keys after cleanup": DBSIZE once Redis had gone quiet after the run, whose last act is a clean-session connect of every session id (which drops the sessions).`)
   for (const r of ok) {
     const vf = r.result.lg.verify
     const red = r.result.redis
     const shapes = Object.entries(red.keyShapes ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `\`${k}\` ${ifmt(n)}`).join(', ')
     const parts = []
     if (vf) parts.push(`reconnect: ${ifmt(vf.delivered)} of ${ifmt(vf.expected_acked)} in ${vf.secs_to_last_delivery} s (${ifmt(vf.delivered_rate)} msg/s), stop: ${vf.stop_reason}; sessions present ${vf.subscribers - vf.sessions_not_present}/${vf.subscribers}, DUP-flagged ${ifmt(vf.dup_flagged)}, out of order ${ifmt(vf.out_of_order)}`)
-    parts.push(`Redis after the run: ${ifmt(red.keysAfter)} keys${shapes ? ` (${shapes})` : ''}, peak memory ${red.usedMemoryPeak ?? '?'}, CPU over the whole run ${red.cpuTotal == null ? '?' : red.cpuTotal.toFixed(2)} s`)
+    parts.push(`Redis after the run (read once it had been quiet for 3 s, ${red.settleSecs?.toFixed(1) ?? '?'} s after the generator exited): ${ifmt(red.keysAfter)} keys${shapes ? ` (${shapes})` : ''}, peak memory ${red.usedMemoryPeak ?? '?'}, CPU over the whole run ${red.cpuTotal == null ? '?' : red.cpuTotal.toFixed(2)} s`)
     const cmds = Object.entries(red.commands ?? {}).filter(([k]) => !/^(info|dbsize|ping|hello|config\|get|scan)$/.test(k)).sort((a, b) => b[1].calls - a[1].calls)
     const published = (r.result.lg.steps ?? []).reduce((a, st) => a + (st.acked ?? 0), 0)
     if (cmds.length && published) parts.push(`Redis commands over the run (calls inside Lua scripts included) per acknowledged message: ${cmds.slice(0, 8).map(([k, c]) => `${k} ${(c.calls / published).toFixed(2)}`).join(', ')}`)

@@ -214,6 +214,11 @@ enum Cmd {
         /// ... or until nothing new arrived for this long.
         #[arg(long, default_value_t = 5000)]
         verify_idle_ms: u64,
+        /// After the reconnect phase, print `MARK phase=store begin` and wait
+        /// for a line on stdin (at most 120 s) before the cleanup, so that a
+        /// caller can inspect the broker's store meanwhile.
+        #[arg(long)]
+        pause_after_verify: bool,
         /// Leave the sessions on the broker at the end (by default each id
         /// connects once more with clean session = 1, which drops them).
         #[arg(long)]
@@ -417,7 +422,7 @@ async fn run(cmd: Cmd) -> Result<Value> {
             let steps = [pubsub::StepSpec { rate: parse_rate(&rate)?, duration: d }];
             flatten_single(pubsub::run(cfg, &steps, |_| pubsub::Next::Continue).await?)
         }
-        Cmd::Persist { drain, subscribers, publishers, payload, rates, window, batch, verify_max_secs, verify_idle_ms, keep_sessions, .. } => {
+        Cmd::Persist { drain, subscribers, publishers, payload, rates, window, batch, verify_max_secs, verify_idle_ms, pause_after_verify, keep_sessions, .. } => {
             params.extend(json!({ "publishers": publishers, "subscribers": subscribers, "payload": payload, "rates": rates, "step_secs": c.duration_secs, "qos": 1, "sub_qos": 1, "window": window, "batch": batch, "verify_max_secs": verify_max_secs, "verify_idle_ms": verify_idle_ms }).as_object().unwrap().clone());
             let engine = pubsub_cfg(&c, &drain, publishers, 0, Box::new(persist::topic), String::new(), (1, 1), payload, window, batch)?;
             let steps = rates
@@ -430,6 +435,7 @@ async fn run(cmd: Cmd) -> Result<Value> {
                 subscribers,
                 verify_max: if verify_max_secs > 0.0 { Some(dur(verify_max_secs)?) } else { None },
                 verify_idle: Duration::from_millis(verify_idle_ms),
+                pause_after_verify,
                 cleanup: !keep_sessions,
             })
             .await?

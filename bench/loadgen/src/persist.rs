@@ -18,7 +18,11 @@
 //!    counts distinct messages received against `acked × S ÷ P`, until every
 //!    offered message has arrived, nothing arrived for `--verify-idle-ms`, or
 //!    `--verify-max-secs` passed.
-//! 4. **cleanup**: every subscriber id connects once more with clean session
+//! 4. **pause** (with `--pause-after-verify`): `MARK phase=store begin` on
+//!    stderr, then wait (at most 120 s) for a line on stdin, so that the
+//!    caller can look at the broker's store while the sessions are in place
+//!    and should hold nothing queued; then `MARK phase=store end`.
+//! 5. **cleanup**: every subscriber id connects once more with clean session
 //!    = 1, so the broker (and its store) drops the sessions.
 //!
 //! stderr carries `MARK step=N begin|end` around each publish step (from the
@@ -47,6 +51,7 @@ pub struct Config {
     pub subscribers: usize,
     pub verify_max: Option<Duration>,
     pub verify_idle: Duration,
+    pub pause_after_verify: bool,
     pub cleanup: bool,
 }
 
@@ -382,7 +387,25 @@ pub async fn run(cfg: Config) -> Result<Value> {
         verify = v;
     }
 
-    // 4. cleanup
+    // 4. pause
+    let mut pause = Value::Null;
+    if cfg.pause_after_verify {
+        eprintln!("MARK phase=store begin");
+        let t0 = Instant::now();
+        let line = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map(|_| s)
+        });
+        let how = match timeout(Duration::from_secs(120), line).await {
+            Ok(Ok(Ok(_))) => "resumed",
+            Ok(_) => "stdin closed or unreadable",
+            Err(_) => "timed out after 120 s",
+        };
+        eprintln!("MARK phase=store end");
+        pause = json!({ "secs": round2(t0.elapsed().as_secs_f64()), "end": how });
+    }
+
+    // 5. cleanup
     let mut cleanup_error = Value::Null;
     if cfg.cleanup {
         let net2 = net.clone();
@@ -414,6 +437,7 @@ pub async fn run(cfg: Config) -> Result<Value> {
     obj.insert("offered".into(), json!(offered));
     obj.insert("acked".into(), json!(acked));
     obj.insert("verify".into(), verify);
+    obj.insert("pause".into(), pause);
     obj.insert("cleanup_error".into(), cleanup_error);
     Ok(publish)
 }
