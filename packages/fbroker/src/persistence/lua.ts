@@ -10,10 +10,16 @@
  * index) before them (Redis forbids globals in scripts).
  */
 const CLIENT_HELPERS = `
+-- Bodies this script already knows to exist (id -> true), so that a batch
+-- fanning one message out asks Redis once; forgotten when a body is deleted.
+local BODY_KNOWN = {}
 local function unref(id)
   if id == nil or id == '' then return end
   local k = BP .. id
-  if redis.call('HINCRBY', k, 'rc', -1) <= 0 then redis.call('DEL', k) end
+  if redis.call('HINCRBY', k, 'rc', -1) <= 0 then
+    redis.call('DEL', k)
+    BODY_KNOWN[id] = nil
+  end
 end
 
 -- Deletes every key of a client, releasing its message references.
@@ -73,10 +79,25 @@ end
 -- Creates the body if it is missing and takes a reference to it.
 local function ref(m)
   local k = BP .. m.i
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('HSET', k, 't', m.t, 'p', ARGV[m.p], 'q', m.q, 'r', m.r, 'pub', m.u, 'ts', m.s, 'rc', 0)
+  local exists = BODY_KNOWN[m.i]
+  if exists == nil then exists = redis.call('EXISTS', k) == 1 end
+  if exists then
+    redis.call('HINCRBY', k, 'rc', 1)
+  else
+    redis.call('HSET', k, 't', m.t, 'p', ARGV[m.p], 'q', m.q, 'r', m.r, 'pub', m.u, 'ts', m.s, 'rc', 1)
   end
-  redis.call('HINCRBY', k, 'rc', 1)
+  BODY_KNOWN[m.i] = true
+end
+-- Each client's queue length and queued bytes, read once per batch and
+-- written back once at the end (only queue ops and deletion touch them).
+local qstate = {}
+local function queue_state(ci)
+  local st = qstate[ci]
+  if st == nil then
+    st = { len = redis.call('LLEN', key(ci, 'q')), qb = tonumber(redis.call('HGET', key(ci, 'meta'), 'qb') or '0'), dirty = false }
+    qstate[ci] = st
+  end
+  return st
 end
 
 local res = {}
@@ -100,6 +121,7 @@ for n, op in ipairs(h.o) do
   elseif k == 'sd' then
     clear_client(clients[ci][1], clients[ci][2])
     live[ci] = false
+    qstate[ci] = nil
   elseif not is_live(ci) then
     if k == 'qp' then r = 'd:nosession' elseif k == 'qr' then r = 'r:0' end
   elseif k == 'sa' then
@@ -111,9 +133,9 @@ for n, op in ipairs(h.o) do
     if maxB > 0 and size > maxB then
       r = 'd:big'
     else
-      local q, meta = key(ci, 'q'), key(ci, 'meta')
-      local len = redis.call('LLEN', q)
-      local qb = tonumber(redis.call('HGET', meta, 'qb') or '0')
+      local q = key(ci, 'q')
+      local st = queue_state(ci)
+      local len, qb = st.len, st.qb
       if dropNew and ((maxN > 0 and len + 1 > maxN) or (maxB > 0 and qb + size > maxB)) then
         r = 'd:full'
       else
@@ -128,13 +150,14 @@ for n, op in ipairs(h.o) do
           evicted = evicted + 1
         end
         redis.call('RPUSH', q, op.q .. ':' .. op.r .. ':' .. size .. ':' .. m.i)
-        redis.call('HSET', meta, 'qb', qb + size)
+        st.len, st.qb, st.dirty = len + 1, qb + size, true
         r = 'q:' .. evicted
       end
     end
   elseif k == 'qr' then
-    local q, meta = key(ci, 'q'), key(ci, 'meta')
-    local qb = tonumber(redis.call('HGET', meta, 'qb') or '0')
+    local q = key(ci, 'q')
+    local st = queue_state(ci)
+    local qb = st.qb
     local removed = 0
     while removed < op.n do
       local e = redis.call('LPOP', q)
@@ -144,7 +167,7 @@ for n, op in ipairs(h.o) do
       qb = qb - tonumber(b)
       removed = removed + 1
     end
-    if removed > 0 then redis.call('HSET', meta, 'qb', qb) end
+    if removed > 0 then st.len, st.qb, st.dirty = st.len - removed, qb, true end
     r = 'r:' .. removed
   elseif k == 'is' then
     local inf, field = key(ci, 'inf'), tostring(op.pid)
@@ -178,6 +201,9 @@ for n, op in ipairs(h.o) do
   res[n] = r
 end
 
+for ci, st in pairs(qstate) do
+  if st.dirty then redis.call('HSET', key(ci, 'meta'), 'qb', st.qb) end
+end
 local out = table.concat(res, ',')
 redis.call('HSET', MARK, 'tok', token, 'res', out)
 redis.call('PEXPIRE', MARK, ARGV[3])
