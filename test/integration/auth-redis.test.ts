@@ -3,15 +3,14 @@
 // password and an optional JSON ACL, real clients over real sockets.
 import { after, afterEach, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { Broker, hashPassword } from 'fbroker'
-import { connack, onPath, repoRoot, subackCodes, tempDir } from '../helpers/auth'
+import { connack, onPath, subackCodes, tempDir } from '../helpers/auth'
 import { freePort, target } from '../helpers/broker'
 import { closeAll, publish1, track, uid } from '../helpers/clients'
 import { collect } from '../helpers/expect'
 import { RawClient } from '../helpers/raw'
+import { redisScript } from '../helpers/redis'
 
 const missing = !onPath('redis-server')
   ? 'redis-server is not installed: apt-get install redis-server (CI installs it; scripts/redis.sh start does when run as root)'
@@ -26,10 +25,7 @@ describe('Redis credential source', { skip }, () => {
   let admin: Redis
   let broker: Broker
 
-  const redisSh = (action: 'start' | 'stop') => {
-    const r = spawnSync('bash', [join(repoRoot, 'scripts', 'redis.sh'), action, String(port), dir], { encoding: 'utf8', timeout: 30_000 })
-    assert.equal(r.status, 0, `scripts/redis.sh ${action} ${port} failed: ${r.stderr}`)
-  }
+  const redisSh = (action: 'start' | 'stop') => redisScript(action, port, dir)
 
   before(async () => {
     port = await freePort()

@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -24,9 +23,9 @@ import {
   type RedisPersistenceOptions,
 } from '../../packages/fbroker/src/persistence'
 import { msg, persistenceSuite, session } from '../backends/persistence.abstract'
+import { freePort } from '../helpers/broker'
+import { redisScript } from '../helpers/redis'
 
-const root = path.resolve(__dirname, '..', '..')
-const script = path.join(root, 'scripts', 'redis.sh')
 const haveRedis = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).error === undefined
 const haveCli = spawnSync('redis-cli', ['--version'], { encoding: 'utf8' }).error === undefined
 const skip = haveRedis && haveCli ? false : 'redis-server is not installed: apt-get install redis-server (scripts/redis.sh start installs it when run as root)'
@@ -35,17 +34,8 @@ const dir = mkdtempSync(path.join(tmpdir(), 'fbroker-persistence-'))
 let port = 0
 let started = false
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port: p } = server.address() as { port: number }
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return p
-}
-
 function redisSh(action: 'start' | 'stop', p = port): void {
-  const r = spawnSync('bash', [script, action, String(p), dir], { encoding: 'utf8', timeout: 30_000 })
-  assert.equal(r.status, 0, `scripts/redis.sh ${action} ${p} failed: ${r.stderr}`)
+  redisScript(action, p, dir)
 }
 
 before(async () => {

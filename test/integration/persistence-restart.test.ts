@@ -6,14 +6,13 @@
 // subscriber then gets what it is owed.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { join } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
 import { Redis } from 'ioredis'
-import { onPath, repoRoot, tempDir } from '../helpers/auth'
+import { onPath, tempDir } from '../helpers/auth'
 import { freePort, target } from '../helpers/broker'
 import { startCli, type CliBroker } from '../helpers/cli-broker'
 import { RawClient } from '../helpers/raw'
+import { redisScript } from '../helpers/redis'
 
 const missing = !onPath('redis-server') ? 'redis-server is not installed: apt-get install redis-server (CI installs it)' : false
 const skip = target === 'mosquitto' ? 'fbroker persistence options' : missing
@@ -102,14 +101,7 @@ describe('Redis persistence across restarts, crashes and Redis outages', { skip 
   const prefix = 'test:persist:'
   const brokers: CliBroker[] = []
 
-  const redisSh = (action: 'start' | 'stop') => {
-    const r = spawnSync('bash', [join(repoRoot, 'scripts', 'redis.sh'), action, String(redisPort), dir], {
-      encoding: 'utf8',
-      timeout: 30_000,
-      env: { ...process.env, REDIS_DURABLE: '1' },
-    })
-    assert.equal(r.status, 0, `scripts/redis.sh ${action} ${redisPort} failed: ${r.stderr}`)
-  }
+  const redisSh = (action: 'start' | 'stop') => redisScript(action, redisPort, dir, { durable: true })
 
   const start = async (env: Record<string, string> = {}): Promise<{ broker: CliBroker; url: string }> => {
     const broker = await startCli(['--host', '127.0.0.1', '--port', '0', '--persistence', 'redis', '--redis-url', redisUrl], {
