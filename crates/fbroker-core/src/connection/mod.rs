@@ -75,7 +75,7 @@ async fn handshake(state: Arc<BrokerState>, tcp: TcpStream, peer: SocketAddr, li
         r = timeout(state.config.connect_timeout, setup) => r,
         _ = shutdown.wait_for(|stopped| *stopped) => return None,
     };
-    let (stream, connect) = match connect {
+    let (stream, mut connect) = match connect {
         Err(_elapsed) => {
             state.events.log(LogLevel::Debug, None, || format!("{peer} on the {}: no CONNECT within the connect timeout", listener.label));
             return None;
@@ -92,7 +92,6 @@ async fn handshake(state: Arc<BrokerState>, tcp: TcpStream, peer: SocketAddr, li
     };
     // Behind a PROXY header this is the client's own address.
     let peer = stream.peer_addr();
-    let mut connect = connect;
     let certificate_authenticated = listener.transport.tls.as_ref().is_some_and(|tls| tls.use_identity_as_username());
     if certificate_authenticated {
         // The verified certificate is the credential: its CN replaces the
@@ -632,11 +631,11 @@ impl Connection {
         if self.write_buf.len() >= WRITE_HIGH_WATER {
             return;
         }
-        if let Some(journal) = self.session.journal.clone() {
-            // A persistent session's deliveries are journaled: while the
-            // store is far behind, leave them queued rather than outrun it.
-            let paused = journal.congested();
+        // A persistent session's deliveries are journaled: while the store
+        // is far behind, leave them queued rather than outrun it.
+        if let Some(paused) = self.session.journal.as_ref().map(|j| j.congested()) {
             if paused || self.held_acks.is_some() {
+                let journal = self.session.journal.clone().expect("checked above");
                 self.held_acks_mut(&journal).deliveries_paused = paused;
             }
             if paused {
