@@ -223,6 +223,53 @@ export function persistenceSuite(label: string, factory: PersistenceFactory, opt
       })
     })
 
+    test('one batch of pushes, removals, evictions and a delete keeps FIFO order and releases every body it no longer needs', async () => {
+      await withStore({ maxMessages: 3, policy: 'drop_oldest' }, async (f, b) => {
+        const m = Array.from({ length: 6 }, (_, i) => msg('t', `p${i}`))
+        const { results } = await b.apply([
+          save('c1'),
+          save('c2'),
+          push('c1', m[0]!),
+          push('c1', m[1]!),
+          { op: 'queue.remove', clientId: 'c1', count: 1 }, // p0, pushed in this very batch
+          push('c1', m[2]!),
+          push('c1', m[3]!),
+          push('c1', m[4]!), // evicts p1
+          push('c2', m[5]!),
+          push('c2', m[4]!),
+          { op: 'session.delete', clientId: 'c2' }, // drops its two entries, pushed in this batch
+        ])
+        assert.deepEqual(results.slice(2), [
+          { kind: 'queued', evicted: 0 },
+          { kind: 'queued', evicted: 0 },
+          { kind: 'removed', count: 1 },
+          { kind: 'queued', evicted: 0 },
+          { kind: 'queued', evicted: 0 },
+          { kind: 'queued', evicted: 1 },
+          { kind: 'queued', evicted: 0 },
+          { kind: 'queued', evicted: 0 },
+          null,
+        ])
+        assert.deepEqual((await loaded(b, 'c1'))!.queue.map((e) => e.message.payload.toString()), ['p2', 'p3', 'p4'])
+        assert.equal(await loaded(b, 'c2'), undefined)
+        assert.equal(await f.messageBodies(), 3, 'only the bodies c1 still queues are left (p5, queued for c2 alone, is gone)')
+        await b.apply([{ op: 'queue.remove', clientId: 'c1', count: 3 }])
+        assert.equal(await f.messageBodies(), 0)
+      })
+    })
+
+    test('message fields round-trip whatever they contain: separators and newlines in topic and publisher, fractional timestamps', async () => {
+      await withStore(undefined, async (_f, b) => {
+        const odd = msg('a:b/1:2\n/ü/€/', 'x', 2, { publisher: 'pub:7:\nz', timestamp: 1_700_000_000_000.25, retain: true })
+        const plain = msg('p', 'y', 1, { publisher: '' })
+        await b.apply([save('c1'), push('c1', odd), push('c1', plain)])
+        const q = (await loaded(b, 'c1'))!.queue
+        assert.deepEqual(q[0]!.message, odd)
+        assert.equal(q[1]!.message.publisher, undefined, 'an empty publisher is not stored')
+        assert.equal(q[1]!.message.timestamp, undefined)
+      })
+    })
+
     test('a message fanned out to many sessions is stored once, and deleted with its last reference', async () => {
       await withStore({ maxMessages: 2 }, async (f, b) => {
         const clients = Array.from({ length: 60 }, (_, i) => `fan-${i}`)

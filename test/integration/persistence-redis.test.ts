@@ -94,7 +94,11 @@ function fixtureFor(redis: () => Redis | Cluster, options: () => RedisPersistenc
     return {
       backend,
       stateKeys: async () => (await scanKeys(redis(), `${prefix}*`)).filter((k) => !isBookkeeping(prefix, k)),
-      messageBodies: async () => (await scanKeys(redis(), `${prefix}m:*`)).length,
+      messageBodies: async () => {
+        let n = 0
+        for (const key of await scanKeys(redis(), `${prefix}m:*:bodies`)) n += await redis().hlen(key)
+        return n
+      },
       close: async () => {
         await backend.close()
         await deleteKeys(redis(), prefix)
@@ -155,7 +159,8 @@ describe('redis persistence', { skip }, () => {
           'layout:r:{r}:t:r/1',
         ].sort(),
       )
-      assert.equal(keys.filter((k) => k.startsWith(`${prefix}m:{all}:`)).length, 2, 'two message bodies')
+      assert.deepEqual(keys.filter((k) => k.startsWith(`${prefix}m:`)).sort(), ['layout:m:{all}:bodies', 'layout:m:{all}:refs'])
+      assert.equal(await redis.hlen('layout:m:{all}:bodies'), 2, 'two message bodies')
       assert.equal(new Set(keys.filter((k) => k.includes('{c1}')).map(keySlot)).size, 1, "one slot for all of c1's keys")
       assert.equal(keySlot('layout:c:{we%7Bir%7Dd%25id}:s'), keySlot('x:{we%7Bir%7Dd%25id}:q'))
       assert.ok(await redis.ttl(markers[0]!) > 0, 'the batch marker expires')
@@ -164,7 +169,7 @@ describe('redis persistence', { skip }, () => {
       assert.deepEqual((await redis.smembers('layout:g:{all}:sessions')).sort(), ['c1', odd].sort())
       assert.deepEqual(await redis.zrange('layout:g:{all}:expiry', '0', '-1', 'WITHSCORES'), [odd, '2000000000000'])
       assert.deepEqual(await redis.zrange('layout:r:{r}:idx', '0', '-1'), ['r/1'])
-      assert.equal(await redis.hget(`layout:m:{all}:${body.id}`, 'rc'), '1')
+      assert.equal(await redis.hget('layout:m:{all}:refs', body.id), '1')
       assert.deepEqual((await backend.load()).sessions.map((s) => s.clientId), ['c1', odd])
     } finally {
       await backend.close()
@@ -224,11 +229,11 @@ describe('redis persistence', { skip }, () => {
         { op: 'queue.push', clientId: 'stays', message: shared },
       ])
       assert.equal((await scanKeys(redis, `${prefix}c:{due}:*`)).length, 6)
-      assert.equal((await scanKeys(redis, `${prefix}m:*`)).length, 3)
+      assert.equal(await redis.hlen(`${prefix}m:{all}:bodies`), 3)
       assert.deepEqual(await backend.expire(now), ['due'])
       assert.deepEqual(await scanKeys(redis, `${prefix}c:{due}:*`), [])
-      assert.deepEqual(await scanKeys(redis, `${prefix}m:*`), [`${prefix}m:{all}:${shared.id}`], "only the body 'stays' still references")
-      assert.equal(await redis.hget(`${prefix}m:{all}:${shared.id}`, 'rc'), '1')
+      assert.deepEqual(await redis.hkeys(`${prefix}m:{all}:bodies`), [shared.id], "only the body 'stays' still references")
+      assert.deepEqual(await redis.hgetall(`${prefix}m:{all}:refs`), { [shared.id]: '1' })
       assert.equal(await redis.sismember(`${prefix}g:{all}:sessions`, 'due'), 0)
       assert.equal(await redis.zscore(`${prefix}g:{all}:expiry`, 'due'), null)
       assert.equal(await redis.zscore(`${prefix}g:{all}:expiry`, 'stays'), String(now + 60_000))
@@ -293,7 +298,8 @@ describe('redis persistence', { skip }, () => {
           assert.ok(queue.length === 25 || bytes + 120 > 2000, `${c} is full (${queue.length} messages, ${bytes} bytes)`)
           bodies += queue.length
         }
-        assert.equal((await scanKeys(redis, `${prefix}m:*`)).length, bodies, 'no body outlives its queue entries')
+        assert.equal(await redis.hlen(`${prefix}m:{all}:bodies`), bodies, 'no body outlives its queue entries')
+        assert.equal(await redis.hlen(`${prefix}m:{all}:refs`), bodies)
       } finally {
         await Promise.all(writers.map((w) => w.close()))
         await deleteKeys(redis, prefix)

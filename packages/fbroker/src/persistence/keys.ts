@@ -10,7 +10,8 @@
  *   P c:{C}:inf      hash    packet id → "seq:stage:retain:messageId" (stage a/r/c)
  *   P c:{C}:in       set     inbound QoS 2 packet ids awaiting PUBREL
  *   P c:{C}:meta     hash    qb (queued payload bytes), seq (in-flight order counter)
- *   P m:{T}:<id>     hash    a message body shared by queues and in-flight entries: t, p, q, r, pub, ts, rc (references)
+ *   P m:{T}:bodies   hash    message id → body (metadata and payload), shared by the group's queues and in-flight entries
+ *   P m:{T}:refs     hash    message id → how many queue and in-flight entries reference the body
  *   P g:{T}:sessions set     client ids of the group's sessions (load)
  *   P g:{T}:expiry   zset    client id → expiresAt (expire)
  *   P g:{T}:batch:<writer>  hash  last batch applied by one backend instance (retry protection; expires)
@@ -97,9 +98,14 @@ export class KeyLayout {
     return this.slotGroups ? slotTag(crc16(Buffer.from(encodeId(clientId), 'utf8')) & 0x3fff) : 'all'
   }
 
-  /** Start of the message body keys of a group: `P m:{T}:`. */
-  bodyPrefix(group: string): string {
-    return `${this.prefix}m:{${group}}:`
+  /** The message bodies of a group: `P m:{T}:bodies`. */
+  groupBodies(group: string): string {
+    return `${this.prefix}m:{${group}}:bodies`
+  }
+
+  /** The reference counts of a group's message bodies: `P m:{T}:refs`. */
+  groupRefs(group: string): string {
+    return `${this.prefix}m:{${group}}:refs`
   }
 
   groupSessions(group: string): string {

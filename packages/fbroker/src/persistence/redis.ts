@@ -92,21 +92,25 @@ interface ScriptCommands {
 
 type Client = (Redis | Cluster) & ScriptCommands
 
-/** Ops of one group within a batch, encoded for APPLY_GROUP. */
+/** Ops of one group within a batch, encoded for APPLY_GROUP (see its header format in ./lua.ts). */
 interface GroupBatch {
   tag: string
-  clients: Array<[string, string]>
+  /** Flat: client id, key base, client id, key base, … */
+  clients: string[]
   clientIndex: Map<string, number>
-  messages: object[]
+  messageIds: string[]
   messageIndex: Map<string, number>
-  payloads: Buffer[]
-  ops: object[]
+  /** Per message its body (`bodyData`). */
+  blobs: Buffer[]
+  wills: Buffer[]
+  ops: unknown[][]
   /** Index in the batch of each op of `ops`. */
   positions: number[]
   hasSave: boolean
 }
 
-const ARGV_PAYLOAD_BASE = 4
+/** ARGV index (1-based) of the first message blob: after the token, the header and the marker TTL. */
+const ARGV_BLOB_BASE = 4
 const STAGE_CODE: Record<InflightStage, string> = { puback: 'a', pubrec: 'r', pubcomp: 'c' }
 const CODE_STAGE: Record<string, InflightStage> = { a: 'puback', r: 'pubrec', c: 'pubcomp' }
 const QUEUE_ENTRY = /^(\d):(\d):(\d+):(.*)$/s
@@ -140,6 +144,46 @@ function toMessage(id: string, topic: string, h: Record<string, Buffer>, retain:
   if (pub !== '') m.publisher = pub
   const ts = text(h.ts)
   if (ts !== '') m.timestamp = Number(ts)
+  return m
+}
+
+/**
+ * A message body as stored in the group's body hash: `qos:retain:timestamp:
+ * publisher bytes:topic bytes:`, then the publisher, the topic and the
+ * payload. One value per message lets the apply script store a batch's new
+ * bodies with one HSET.
+ */
+export function bodyData(m: StoredMessage): Buffer {
+  const pub = m.publisher ?? ''
+  const pubBytes = Buffer.byteLength(pub)
+  const head = `${m.qos}:${m.retain ? 1 : 0}:${m.timestamp ?? ''}:${pubBytes}:${Buffer.byteLength(m.topic)}:${pub}${m.topic}`
+  const headBytes = Buffer.byteLength(head)
+  const out = Buffer.allocUnsafe(headBytes + m.payload.length)
+  out.write(head, 0, 'utf8')
+  m.payload.copy(out, headBytes)
+  return out
+}
+
+const BODY_HEAD = /^(\d):(\d):([^:]*):(\d+):(\d+):/
+
+/** The message of a stored body, or undefined when it is malformed. */
+export function bodyMessage(id: string, data: Buffer): StoredMessage | undefined {
+  // The numeric head is ASCII and short: read it as latin1 to find where the strings start.
+  const head = BODY_HEAD.exec(data.toString('latin1', 0, Math.min(data.length, 80)))
+  if (head === null) return undefined
+  const pubStart = head[0].length
+  const topicStart = pubStart + Number(head[4])
+  const payloadStart = topicStart + Number(head[5])
+  if (payloadStart > data.length) return undefined
+  const m: StoredMessage = {
+    id,
+    topic: data.toString('utf8', topicStart, payloadStart),
+    payload: Buffer.from(data.subarray(payloadStart)),
+    qos: Number(head[1]) as QoS,
+    retain: head[2] === '1',
+  }
+  if (topicStart > pubStart) m.publisher = data.toString('utf8', pubStart, topicStart)
+  if (head[3] !== '') m.timestamp = Number(head[3])
   return m
 }
 
@@ -212,8 +256,8 @@ export class RedisPersistence implements PersistenceBackend {
         timeoutMs: checkCount('waitForReplicas.timeoutMs', options.waitForReplicas.timeoutMs, 1000, 1),
       }
     }
-    redis.defineCommand('fbrokerPersistApplyGroup', { lua: APPLY_GROUP, numberOfKeys: 3 })
-    redis.defineCommand('fbrokerPersistExpireGroup', { lua: EXPIRE_GROUP, numberOfKeys: 2 })
+    redis.defineCommand('fbrokerPersistApplyGroup', { lua: APPLY_GROUP, numberOfKeys: 5 })
+    redis.defineCommand('fbrokerPersistExpireGroup', { lua: EXPIRE_GROUP, numberOfKeys: 4 })
     redis.defineCommand('fbrokerPersistApplyRetained', { lua: APPLY_RETAINED, numberOfKeys: 1 })
     this.#client = redis as Client
     redis.on('error', this.#onError)
@@ -374,84 +418,70 @@ export class RedisPersistence implements PersistenceBackend {
       const tag = layout.groupOf(op.clientId)
       let g = groups.get(tag)
       if (g === undefined) {
-        g = { tag, clients: [], clientIndex: new Map(), messages: [], messageIndex: new Map(), payloads: [], ops: [], positions: [], hasSave: false }
+        g = { tag, clients: [], clientIndex: new Map(), messageIds: [], messageIndex: new Map(), blobs: [], wills: [], ops: [], positions: [], hasSave: false }
         groups.set(tag, g)
       }
       let c = g.clientIndex.get(op.clientId)
       if (c === undefined) {
-        g.clients.push([op.clientId, layout.clientBase(op.clientId)])
-        g.clientIndex.set(op.clientId, (c = g.clients.length))
+        g.clients.push(op.clientId, layout.clientBase(op.clientId))
+        g.clientIndex.set(op.clientId, (c = g.clients.length / 2))
       }
       const group = g
       const message = (m: StoredMessage): number => {
         let index = group.messageIndex.get(m.id)
         if (index === undefined) {
-          group.payloads.push(m.payload)
-          group.messages.push({
-            i: m.id,
-            t: m.topic,
-            q: m.qos,
-            r: m.retain ? 1 : 0,
-            u: m.publisher ?? '',
-            s: m.timestamp === undefined ? '' : String(m.timestamp),
-            p: ARGV_PAYLOAD_BASE + group.payloads.length - 1,
-          })
-          group.messageIndex.set(m.id, (index = group.messages.length))
+          group.messageIds.push(m.id)
+          group.blobs.push(bodyData(m))
+          group.messageIndex.set(m.id, (index = group.messageIds.length))
         }
         return index
       }
-      let encoded: object
+      let encoded: unknown[]
       switch (op.op) {
         case 'session.save': {
           const s = op.session
-          const rec: Record<string, unknown> = {
-            k: 'ss',
-            c,
-            cl: s.clean ? 1 : 0,
-            cn: s.connected ? 1 : 0,
-            e: s.expiresAt === null ? '' : String(s.expiresAt),
-            l: String(s.lastSeen),
-            nd: s.node,
-            ep: String(s.epoch),
-          }
+          encoded = ['ss', c, s.clean ? 1 : 0, s.connected ? 1 : 0, s.expiresAt === null ? '' : String(s.expiresAt), String(s.lastSeen), s.node, String(s.epoch)]
           if (s.will !== null) {
-            g.payloads.push(s.will.payload)
-            rec.w = { t: s.will.topic, q: s.will.qos, r: s.will.retain ? 1 : 0, p: ARGV_PAYLOAD_BASE + g.payloads.length - 1 }
+            g.wills.push(s.will.payload)
+            // The ARGV index is fixed up once the group's message count is known (wills follow the messages).
+            encoded.push(s.will.topic, s.will.qos, s.will.retain ? 1 : 0, -g.wills.length)
           }
           g.hasSave = true
-          encoded = rec
           break
         }
         case 'session.delete':
-          encoded = { k: 'sd', c }
+          encoded = ['sd', c]
           break
         case 'sub.add':
-          encoded = { k: 'sa', c, f: op.filter, q: op.qos }
+          encoded = ['sa', c, op.filter, op.qos]
           break
         case 'sub.remove':
-          encoded = { k: 'sr', c, f: op.filter }
+          encoded = ['sr', c, op.filter]
           break
         case 'queue.push':
-          encoded = { k: 'qp', c, m: message(op.message), q: op.qos ?? op.message.qos, r: op.retain ? 1 : 0, z: op.message.payload.length }
+          encoded = ['qp', c, message(op.message), op.qos ?? op.message.qos, op.retain ? 1 : 0, op.message.payload.length]
           break
         case 'queue.remove':
-          encoded = { k: 'qr', c, n: op.count }
+          encoded = ['qr', c, op.count]
           break
-        case 'inflight.set': {
-          const rec: Record<string, unknown> = { k: 'is', c, pid: op.packetId, st: STAGE_CODE[op.stage] }
-          if (op.message !== undefined && op.stage !== 'pubcomp') rec.m = message(op.message)
-          if (op.retain !== undefined) rec.r = op.retain ? 1 : 0
-          encoded = rec
+        case 'inflight.set':
+          encoded = [
+            'is',
+            c,
+            op.packetId,
+            STAGE_CODE[op.stage],
+            op.message !== undefined && op.stage !== 'pubcomp' ? message(op.message) : 0,
+            op.retain === undefined ? -1 : op.retain ? 1 : 0,
+          ]
           break
-        }
         case 'inflight.clear':
-          encoded = { k: 'ic', c, pid: op.packetId }
+          encoded = ['ic', c, op.packetId]
           break
         case 'incoming.add':
-          encoded = { k: 'na', c, pid: op.packetId }
+          encoded = ['na', c, op.packetId]
           break
         case 'incoming.remove':
-          encoded = { k: 'nr', c, pid: op.packetId }
+          encoded = ['nr', c, op.packetId]
           break
       }
       g.ops.push(encoded)
@@ -472,25 +502,24 @@ export class RedisPersistence implements PersistenceBackend {
     }
     const { maxMessages, maxBytes, policy } = this.#limits
     for (const g of groups.values()) {
-      const header = JSON.stringify({
-        b: layout.bodyPrefix(g.tag),
-        n: maxMessages,
-        x: maxBytes,
-        p: policy === 'drop_new' ? 1 : 0,
-        c: g.clients,
-        m: g.messages,
-        o: g.ops,
-      })
+      if (g.wills.length > 0) {
+        const willBase = ARGV_BLOB_BASE + g.blobs.length - 1
+        for (const o of g.ops) if (o[0] === 'ss' && o.length > 8) o[11] = willBase - (o[11] as number)
+      }
+      const header = JSON.stringify([maxMessages, maxBytes, policy === 'drop_new' ? 1 : 0, g.clients, g.messageIds, g.ops])
       calls.push(
         client
           .fbrokerPersistApplyGroup(
             layout.groupBatch(g.tag, this.#writer),
             layout.groupSessions(g.tag),
             layout.groupExpiry(g.tag),
+            layout.groupBodies(g.tag),
+            layout.groupRefs(g.tag),
             token,
             header,
             this.#markerTtl,
-            ...g.payloads,
+            ...g.blobs,
+            ...g.wills,
           )
           .then(([, codes]) => {
             const list = codes.split(',')
@@ -550,7 +579,7 @@ export class RedisPersistence implements PersistenceBackend {
       cursor = next
     } while (cursor !== '0')
 
-    const bodyPrefix = layout.bodyPrefix(tag)
+    const bodyKey = layout.groupBodies(tag)
     const bodies = new Map<string, StoredMessage | undefined>()
     const raw: Array<{
       clientId: string
@@ -588,10 +617,11 @@ export class RedisPersistence implements PersistenceBackend {
       }
     }
     for (const page of chunks([...bodies.keys()], this.#page)) {
-      const fetched = await Promise.all(page.map((id) => client.hgetallBuffer(bodyPrefix + id)))
+      const fetched = await client.hmgetBuffer(bodyKey, ...page)
       page.forEach((id, k) => {
-        const h = fetched[k]!
-        if (h.t !== undefined) bodies.set(id, toMessage(id, text(h.t), h, text(h.r) === '1'))
+        const data = fetched[k]
+        const message = data == null ? undefined : bodyMessage(id, data)
+        if (message !== undefined) bodies.set(id, message)
       })
     }
 
@@ -689,10 +719,11 @@ export class RedisPersistence implements PersistenceBackend {
         const [examined, ids] = await this.#client.fbrokerPersistExpireGroup(
           layout.groupExpiry(tag),
           layout.groupSessions(tag),
+          layout.groupBodies(tag),
+          layout.groupRefs(tag),
           String(now),
           this.#page,
           layout.clientPrefix,
-          layout.bodyPrefix(tag),
         )
         removed.push(...ids)
         if (examined < this.#page) break
