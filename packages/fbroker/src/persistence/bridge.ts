@@ -5,6 +5,7 @@
  * start. No I/O here: `controller.ts` moves the data.
  */
 
+import { decodeJournalBatch, JournalWireError, NO_MESSAGE, WireOp, type WireWill } from './journalWire'
 import type { PersistOp, QoS, SessionRecord, Snapshot, StoredMessage, WillMessage } from './types'
 
 /** A message as the binding hands it over; `id` is a decimal u64. */
@@ -23,26 +24,10 @@ export interface NativeStoredWill {
   retain: boolean
 }
 
-/** One op of a journal batch; `message` indexes the batch's `messages`. */
-export interface NativePersistOp {
-  op: string
-  clientId?: string
-  message?: number
-  packetId?: number
-  stage?: string
-  qos?: number
-  retain?: boolean
-  filter?: string
-  topic?: string
-  connected?: boolean
-  expirySecs?: number
-  will?: NativeStoredWill
-}
-
+/** One journal batch: `data` is its wire form (./journalWire.ts). */
 export interface NativePersistBatch {
   seq: number
-  messages: NativeStoredMessage[]
-  ops: NativePersistOp[]
+  data: Buffer
 }
 
 export interface NativeStoredInflight {
@@ -83,37 +68,32 @@ function qos(n: number | undefined, fallback: QoS = 0): QoS {
   return n === 0 || n === 1 || n === 2 ? n : fallback
 }
 
-function storedMessage(m: NativeStoredMessage): StoredMessage {
-  return { id: m.id, topic: m.topic, payload: m.payload, qos: qos(m.qos), retain: m.retain }
-}
-
-function will(w: NativeStoredWill | undefined): WillMessage | null {
+function will(w: WireWill | undefined): WillMessage | null {
   return w ? { topic: w.topic, payload: w.payload, qos: qos(w.qos), retain: w.retain } : null
 }
 
-function required<T>(value: T | undefined, field: string, op: NativePersistOp): T {
-  if (value === undefined) throw new TypeError(`journal op ${op.op} has no ${field}`)
-  return value
-}
+const STAGES = ['puback', 'pubrec', 'pubcomp'] as const
 
 /**
  * The backend ops of one journal batch, in the core's order. Message
  * objects shared by several ops are the same object, so a backend stores the
- * payload once.
+ * payload once. Throws `JournalWireError` on a malformed batch.
  */
 export function toPersistOps(batch: NativePersistBatch, ctx: BridgeContext): PersistOp[] {
-  const messages = batch.messages.map(storedMessage)
-  const message = (op: NativePersistOp): StoredMessage => {
-    const m = messages[required(op.message, 'message', op)]
-    if (!m) throw new TypeError(`journal op ${op.op} names message ${op.message}, the batch has ${messages.length}`)
+  const wire = decodeJournalBatch(batch.data)
+  const messages: StoredMessage[] = wire.messages.map((m) => ({ id: m.id, topic: m.topic, payload: m.payload, qos: qos(m.qos), retain: m.retain }))
+  const message = (index: number, kind: string): StoredMessage => {
+    const m = messages[index]
+    if (m === undefined) throw new JournalWireError(`${kind} has no message`)
     return m
   }
-  const out: PersistOp[] = []
-  for (const op of batch.ops) {
-    const clientId = op.clientId ?? ''
-    switch (op.op) {
-      case 'session.save': {
-        const connected = op.connected === true
+  const out: PersistOp[] = new Array<PersistOp>(wire.ops.length)
+  for (let i = 0; i < wire.ops.length; i++) {
+    const op = wire.ops[i]!
+    const clientId = op.clientId
+    switch (op.kind) {
+      case WireOp.SessionSave: {
+        const connected = op.connected
         const session: SessionRecord = {
           clean: false,
           connected,
@@ -125,53 +105,54 @@ export function toPersistOps(batch: NativePersistBatch, ctx: BridgeContext): Per
           epoch: 0,
           will: will(op.will),
         }
-        out.push({ op: 'session.save', clientId, session })
+        out[i] = { op: 'session.save', clientId, session }
         break
       }
-      case 'session.delete':
-        out.push({ op: 'session.delete', clientId })
+      case WireOp.SessionDelete:
+        out[i] = { op: 'session.delete', clientId }
         break
-      case 'sub.add':
-        out.push({ op: 'sub.add', clientId, filter: required(op.filter, 'filter', op), qos: qos(op.qos) })
+      case WireOp.SubAdd:
+        out[i] = { op: 'sub.add', clientId, filter: op.text, qos: qos(op.qos) }
         break
-      case 'sub.remove':
-        out.push({ op: 'sub.remove', clientId, filter: required(op.filter, 'filter', op) })
+      case WireOp.SubRemove:
+        out[i] = { op: 'sub.remove', clientId, filter: op.text }
         break
-      case 'queue.push':
-        out.push({ op: 'queue.push', clientId, message: message(op), qos: qos(op.qos, 1), retain: op.retain === true })
+      case WireOp.QueuePush:
+        out[i] = { op: 'queue.push', clientId, message: message(op.message, 'queue.push'), qos: qos(op.qos, 1), retain: op.retain }
         break
-      case 'queue.remove':
+      case WireOp.QueueRemove:
         // The core removes queued messages oldest first (sent, or evicted by
         // its own limits, which are at least as strict as the store's), so
         // the named message is the head of the stored queue.
-        out.push({ op: 'queue.remove', clientId, count: 1 })
+        out[i] = { op: 'queue.remove', clientId, count: 1 }
         break
-      case 'inflight.set': {
-        const stage = required(op.stage, 'stage', op)
-        if (stage !== 'puback' && stage !== 'pubrec' && stage !== 'pubcomp') throw new TypeError(`journal op inflight.set has stage ${stage}`)
-        const entry: PersistOp = { op: 'inflight.set', clientId, packetId: required(op.packetId, 'packetId', op), stage }
-        if (op.message !== undefined) entry.message = message(op)
-        if (op.retain !== undefined) entry.retain = op.retain
-        out.push(entry)
+      case WireOp.InflightSet: {
+        const stage = STAGES[op.stage]
+        if (stage === undefined) throw new JournalWireError(`inflight.set has stage ${op.stage}`)
+        const entry: PersistOp = { op: 'inflight.set', clientId, packetId: op.packetId, stage, retain: op.retain }
+        if (op.message !== NO_MESSAGE) entry.message = message(op.message, 'inflight.set')
+        out[i] = entry
         break
       }
-      case 'inflight.clear':
-        out.push({ op: 'inflight.clear', clientId, packetId: required(op.packetId, 'packetId', op) })
+      case WireOp.InflightClear:
+        out[i] = { op: 'inflight.clear', clientId, packetId: op.packetId }
         break
-      case 'incoming.add':
-        out.push({ op: 'incoming.add', clientId, packetId: required(op.packetId, 'packetId', op) })
+      case WireOp.IncomingAdd:
+        out[i] = { op: 'incoming.add', clientId, packetId: op.packetId }
         break
-      case 'incoming.remove':
-        out.push({ op: 'incoming.remove', clientId, packetId: required(op.packetId, 'packetId', op) })
+      case WireOp.IncomingRemove:
+        out[i] = { op: 'incoming.remove', clientId, packetId: op.packetId }
         break
-      case 'retained.set':
-        out.push({ op: 'retained.set', topic: required(op.topic, 'topic', op), message: message(op) })
+      case WireOp.RetainedSet: {
+        const m = message(op.message, 'retained.set')
+        out[i] = { op: 'retained.set', topic: m.topic, message: m }
         break
-      case 'retained.delete':
-        out.push({ op: 'retained.delete', topic: required(op.topic, 'topic', op) })
+      }
+      case WireOp.RetainedDelete:
+        out[i] = { op: 'retained.delete', topic: op.text }
         break
       default:
-        throw new TypeError(`unknown journal op ${op.op}`)
+        throw new JournalWireError(`unknown op kind ${op.kind}`)
     }
   }
   return out
