@@ -23,7 +23,9 @@ import {
   type RedisPersistenceOptions,
 } from '../../packages/fbroker/src/persistence'
 import { msg, persistenceSuite, session } from '../backends/persistence.abstract'
+import mqtt from 'mqtt'
 import { freePort } from '../helpers/broker'
+import { startCli } from '../helpers/cli-broker'
 import { redisScript } from '../helpers/redis'
 
 const haveRedis = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).error === undefined
@@ -118,6 +120,56 @@ persistenceSuite(
 )
 
 const save = (clientId: string, extra: Parameters<typeof session>[0] = {}): PersistOp => ({ op: 'session.save', clientId, session: session(extra) })
+
+/**
+ * `fbroker start --config` with `persistence: redis` and `lines` naming the
+ * store: a persistent session's subscription, 200 queued QoS 1 messages and
+ * a retained message survive a restart (SIGTERM). Returns the prefix used.
+ */
+async function cliRestartRoundTrip(label: string, lines: string[]): Promise<string> {
+  const prefix = `cli-${label}-${process.pid}:`
+  const configFile = path.join(mkdtempSync(path.join(dir, `cli-${label}-`)), 'fbroker.yaml')
+  writeFileSync(configFile, ['persistence: redis', `persistence_prefix: "${prefix}"`, 'log_level: info', ...lines, ''].join('\n'))
+  const start = async () => {
+    const broker = await startCli(['--host', '127.0.0.1', '--port', '0', '--config', configFile])
+    return { broker, url: broker.of('tcp')[0]!.url }
+  }
+  let { broker, url } = await start()
+  try {
+    const sub = await mqtt.connectAsync(url, { clientId: `${label}-sub`, clean: false, reconnectPeriod: 0 })
+    await sub.subscribeAsync('cli/+', { qos: 1 })
+    await sub.endAsync()
+    const pub = await mqtt.connectAsync(url, { clientId: `${label}-pub`, reconnectPeriod: 0 })
+    for (let i = 0; i < 200; i++) await pub.publishAsync('cli/q', String(i), { qos: 1 })
+    await pub.publishAsync('cli/r', 'kept', { qos: 1, retain: true })
+    await pub.endAsync()
+    assert.equal(await broker.stop(), 0)
+    ;({ broker, url } = await start())
+    const queued: string[] = []
+    let done: () => void = () => undefined
+    const all = new Promise<void>((resolve) => (done = resolve))
+    const back = mqtt.connect(url, { clientId: `${label}-sub`, clean: false, reconnectPeriod: 0 })
+    back.on('message', (topic, payload) => {
+      if (topic === 'cli/q' && queued.push(payload.toString()) === 200) done()
+    })
+    const ack = await Promise.race([new Promise<{ sessionPresent: boolean }>((resolve) => back.once('connect', resolve)), sleep(5000).then(() => undefined)])
+    assert.equal(ack?.sessionPresent, true, 'the session was restored')
+    await Promise.race([all, sleep(10_000)])
+    await sleep(200) // duplicates, if any, would arrive now
+    await back.endAsync()
+    assert.deepEqual(queued, Array.from({ length: 200 }, (_, i) => String(i)), 'every queued message, in order, once')
+    const late = await mqtt.connectAsync(url, { clientId: `${label}-late`, reconnectPeriod: 0 })
+    const retained = new Promise<string>((resolve) => late.on('message', (_t, payload, packet) => packet.retain && resolve(payload.toString())))
+    await late.subscribeAsync('cli/r', { qos: 1 })
+    assert.equal(await Promise.race([retained, sleep(5000).then(() => 'none')]), 'kept', 'the retained message was restored')
+    await late.endAsync()
+    const clean = await mqtt.connectAsync(url, { clientId: `${label}-sub`, clean: true, reconnectPeriod: 0 })
+    await clean.endAsync()
+  } finally {
+    await broker.stop()
+  }
+  return prefix
+}
 
 describe('redis persistence', { skip }, () => {
   test('the key layout: a prefix, {clientId} hash tags (braces percent-encoded), one slot per client, a lexicographic retained index', async () => {
@@ -582,6 +634,19 @@ describe('redis persistence through Sentinel', { skip }, () => {
       await backend.close()
     }
   })
+
+  test('fbroker start with redis_sentinels in its config file finds the master through Sentinel and keeps a session, its queue and a retained message across a restart', async () => {
+    const master = new RedisProcess(await freePort(), mkdtempSync(path.join(dir, 'cli-master-')), ['--appendonly', 'no'])
+    await master.start()
+    procs.push(master)
+    const sentinelDir = mkdtempSync(path.join(dir, 'cli-sentinel-'))
+    writeFileSync(path.join(sentinelDir, 'sentinel.conf'), [`dir ${sentinelDir}`, `sentinel monitor climaster 127.0.0.1 ${master.port} 1`, ''].join('\n'))
+    const sentinel = new RedisProcess(await freePort(), sentinelDir, ['--sentinel'])
+    await sentinel.start()
+    procs.push(sentinel)
+    const prefix = await cliRestartRoundTrip('sentinel', [`redis_sentinels: ["127.0.0.1:${sentinel.port}"]`, 'redis_sentinel_name: climaster'])
+    assert.ok((await scanKeys(admin(master.port), `${prefix}*`)).length > 0, 'the broker wrote to the master the sentinel named')
+  })
 })
 
 // ---------------------------------------------------------------------------------
@@ -630,6 +695,13 @@ describe('redis persistence on a Redis Cluster', { skip }, () => {
       bodiesFor: (clientIds) => new Set(clientIds.map((c) => keySlot(`{${c}}`))).size,
     },
   )
+
+  test('fbroker start with redis_cluster_nodes in its config file keeps a session, its queue and a retained message in the Cluster across a restart', async () => {
+    const prefix = await cliRestartRoundTrip('cluster', [`redis_cluster_nodes: ["127.0.0.1:${clusterPorts[1]!}"]`])
+    const perNode = await Promise.all(clusterAdmin!.nodes('master').map(async (n) => (await scanKeys(n, `${prefix}*`)).length))
+    assert.ok(perNode.some((count) => count > 0), `the broker wrote to the Cluster: ${perNode.join(', ')}`)
+    await deleteKeys(clusterAdmin!, prefix)
+  })
 
   test('a client, its message bodies and its group indexes share one hash slot; groups spread over the nodes', async () => {
     const prefix = newPrefix()

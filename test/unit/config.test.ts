@@ -69,6 +69,9 @@ const DEFAULTS: FbrokerConfig = {
   authorize_publish_cache_ttl_ms: 0,
   persistence: 'memory',
   redis_url: undefined,
+  redis_sentinels: [],
+  redis_sentinel_name: 'mymaster',
+  redis_cluster_nodes: [],
   persistence_mode: 'ack_after_store',
   persistence_prefix: 'fbroker:',
   persistence_buffer_max_ops: 100_000,
@@ -477,6 +480,39 @@ describe('auth keys: booleans, file paths, URLs and the plugin list', () => {
     const err = configError(() => loadConfig({ env: { FBROKER_REDIS_AUTH_URL: 'http://user:hunter2@example.com' } }))
     assert.match(err.message, /^config error in environment variable FBROKER_REDIS_AUTH_URL: key "redis_auth_url": expected a redis:\/\/ or rediss:\/\/ URL, got "http:\/\/user:\*\*\*@example.com\/"$/)
     assert.doesNotMatch(err.message, /hunter2/)
+  })
+
+  test('persistence: redis names its store one way: redis_url, redis_sentinels or redis_cluster_nodes (host:port lists), with errors naming the key and the file', () => {
+    const ok = loadConfig({ file: file('.yaml', 'persistence: redis\nredis_sentinels: ["10.0.0.5:26379", "[::1]:26380", s3.example:26381]\nredis_sentinel_name: prod\n'), env: {} })
+    assert.deepEqual(ok.config.redis_sentinels, ['10.0.0.5:26379', '[::1]:26380', 's3.example:26381'])
+    assert.equal(ok.config.redis_sentinel_name, 'prod')
+    assert.deepEqual(ok.toBrokerOptions().redisSentinels, ['10.0.0.5:26379', '[::1]:26380', 's3.example:26381'])
+    const fromEnv = loadConfig({ env: { FBROKER_PERSISTENCE: 'redis', FBROKER_REDIS_CLUSTER_NODES: '127.0.0.1:7000, 127.0.0.1:7001' } })
+    assert.deepEqual(fromEnv.config.redis_cluster_nodes, ['127.0.0.1:7000', '127.0.0.1:7001'])
+    const fromFlag = loadConfig({ env: {}, flags: { persistence: 'redis', redis_cluster_nodes: 'h:7000' } })
+    assert.deepEqual(fromFlag.config.redis_cluster_nodes, ['h:7000'])
+
+    const badPort = file('.yaml', 'persistence: redis\nredis_cluster_nodes: ["h:7000", "h:70000"]\n')
+    assert.equal(
+      configError(() => loadConfig({ file: badPort, env: {} })).message,
+      `config error in ${badPort}:2: key "redis_cluster_nodes": expected a list of addresses such as "10.0.0.5:26379" or "[::1]:7000", got "h:70000" at position 2`,
+    )
+    const notList = file('.yaml', 'redis_sentinels: "h:1"\n')
+    assert.match(configError(() => loadConfig({ file: notList, env: {} })).message, /key "redis_sentinels": expected a list of addresses .* \(write a list: \["h:1"\]\)$/)
+    const noPort = file('.yaml', 'redis_sentinels: [h]\n')
+    assert.match(configError(() => loadConfig({ file: noPort, env: {} })).message, /got "h" at position 1/)
+    const both = file('.yaml', 'persistence: redis\nredis_sentinels: ["a:1"]\nredis_cluster_nodes: ["b:2"]\n')
+    assert.equal(
+      configError(() => loadConfig({ file: both, env: {} })).message,
+      `config error in ${both}:3: key "redis_cluster_nodes": cannot be combined with redis_sentinels: a store is either a Sentinel-monitored master or a Cluster`,
+    )
+    const none = file('.yaml', 'persistence: redis\n')
+    assert.equal(
+      configError(() => loadConfig({ file: none, env: {} })).message,
+      `config error in ${none}:1: key "redis_url": required when persistence is redis (or set redis_sentinels or redis_cluster_nodes)`,
+    )
+    // Memory persistence does not need any of them.
+    assert.equal(loadConfig({ env: {}, flags: { persistence: 'memory' } }).config.persistence, 'memory')
   })
 
   test('the hook timeout and the publish cache TTL are validated like other integers', () => {

@@ -8,10 +8,11 @@ import { HOOK_NAMES, type ClientInfo, type HookName, type PublishAuthorizationIt
 import { ConfigError } from './config/errors'
 import { resolveListeners, usesTls, type ResolvedListener } from './config/listeners'
 import { resolveBrokerSettings } from './config/load'
-import { LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
+import { camelCaseKey, LOG_LEVELS, redactUrl, showValue, type BrokerSettings, type LogLevel } from './config/schema'
 import { createLogger, silentLogger, type Logger } from './log'
 import { PersistenceController, type PersistenceHealthEvent } from './persistence/controller'
 import { RedisPersistence, type RedisPersistenceOptions } from './persistence/redis'
+import { redisTargetOptions, redisTargetProblem } from './persistence/redisTarget'
 import type { PersistenceBackend } from './persistence/types'
 import type { NativePersistence } from './persistence/bridge'
 import {
@@ -299,12 +300,16 @@ async function openPersistence(
   const owns = backend === undefined
   if (backend === undefined) {
     if (settings.persistence !== 'redis') return undefined
-    if (settings.redisUrl === undefined && options.redisOptions?.sentinels === undefined && options.redisOptions?.cluster === undefined) {
-      throw new ConfigError([{ source: { kind: 'options' }, key: 'redis_url', problem: 'required when persistence is redis (or give redisOptions.sentinels / cluster)' }])
+    const programmatic = options.redisOptions?.sentinels !== undefined || options.redisOptions?.cluster !== undefined
+    const problem = programmatic ? undefined : redisTargetProblem(settings)
+    if (problem !== undefined) {
+      throw new ConfigError([{ source: { kind: 'options' }, key: camelCaseKey(problem.key), problem: problem.problem }])
     }
+    const target = redisTargetOptions(settings)
     backend = new RedisPersistence({
-      ...(settings.redisUrl === undefined ? {} : { url: settings.redisUrl }),
+      ...target,
       ...options.redisOptions,
+      redisOptions: { ...target.redisOptions, ...options.redisOptions?.redisOptions },
       prefix: settings.persistencePrefix,
       queue: { maxMessages: settings.maxQueuedMessages, maxBytes: settings.maxQueuedBytes, policy: settings.queueDropPolicy },
       logger,
@@ -317,7 +322,14 @@ async function openPersistence(
     ownsBackend: owns,
     writer: { maxBufferedOps: settings.persistenceBufferMaxOps, maxBufferedBytes: settings.persistenceBufferMaxBytes },
   }).catch((err: unknown) => {
-    const where = settings.redisUrl === undefined ? backend!.kind : redactUrl(settings.redisUrl)
+    const where =
+      settings.redisSentinels.length > 0
+        ? `${backend!.kind} (sentinels ${settings.redisSentinels.join(', ')}, master ${settings.redisSentinelName})`
+        : settings.redisClusterNodes.length > 0
+          ? `${backend!.kind} cluster (${settings.redisClusterNodes.join(', ')})`
+          : settings.redisUrl === undefined
+            ? backend!.kind
+            : redactUrl(settings.redisUrl)
     throw new Error(`persistence store ${where} could not be opened: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
   })
 }

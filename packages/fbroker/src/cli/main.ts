@@ -51,6 +51,8 @@ export function buildProgram(): Command {
     .option('--ws-path <path>', 'HTTP path of the WebSocket listeners (default /mqtt)')
     .option('--persistence <backend>', 'where durable state lives: memory (default, nothing survives a restart) or redis (needs --redis-url)')
     .option('--redis-url <url>', 'Redis of --persistence redis: redis://[[user]:password@]host[:port][/db]')
+    .option('--redis-sentinels <host:port,...>', 'Redis Sentinel of --persistence redis: the sentinels (the master name is redis_sentinel_name, default mymaster)')
+    .option('--redis-cluster-nodes <host:port,...>', 'Redis Cluster of --persistence redis: some of its nodes')
     .option('--log-level <level>', `least severe level logged: ${LOG_LEVELS.join(', ')}`)
     .option('--password-file <file>', 'Mosquitto-format password file (re-read on SIGHUP)')
     .option('--acl-file <file>', 'Mosquitto-format ACL file (re-read on SIGHUP)')

@@ -28,6 +28,8 @@ export interface StartFlags {
   wsPath?: string
   persistence?: string
   redisUrl?: string
+  redisSentinels?: string
+  redisClusterNodes?: string
 }
 
 /** Exit code for configuration and usage errors. */
@@ -179,6 +181,8 @@ export async function runStart(flags: StartFlags): Promise<number | undefined> {
         ws_path: flags.wsPath,
         persistence: flags.persistence,
         redis_url: flags.redisUrl,
+        redis_sentinels: flags.redisSentinels,
+        redis_cluster_nodes: flags.redisClusterNodes,
       },
     })
   } catch (err) {

@@ -18,6 +18,7 @@ import {
   type FbrokerConfig,
 } from './schema'
 import { isPathSpec } from '../auth/plugins'
+import { redisTargetProblem } from '../persistence/redisTarget'
 import {
   checkListenerList,
   combineListeners,
@@ -231,6 +232,20 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     },
   )
   if (combined.issues.length > 0) throw new ConfigError(combined.issues)
+
+  // 5. Which Redis `persistence: redis` writes to: one way of naming it, and at least one.
+  if (config.persistence === 'redis') {
+    const problem = redisTargetProblem({
+      redisUrl: config.redis_url as string | undefined,
+      redisSentinels: config.redis_sentinels as string[],
+      redisSentinelName: config.redis_sentinel_name as string,
+      redisClusterNodes: config.redis_cluster_nodes as string[],
+    })
+    if (problem !== undefined) {
+      const source = sources.get(problem.key)?.(problem.key) ?? sources.get('persistence')?.('persistence') ?? { kind: 'default' as const }
+      throw new ConfigError([{ source, key: problem.key, problem: problem.problem }])
+    }
+  }
 
   // Unknown FBROKER_* variables: probably typos, unless a plugin reads its own (FBROKER_JWT_SECRET).
   const knownVariables = CONFIG_KEYS.map(envVarName)

@@ -112,6 +112,16 @@ export interface OriginListKeySpec extends KeySpecBase {
 }
 
 /**
+ * Network addresses `host:port` (an IPv6 host in brackets: `[::1]:26379`),
+ * e.g. Redis Sentinel or Cluster nodes. An environment variable or flag
+ * holds a comma-separated list.
+ */
+export interface AddressListKeySpec extends KeySpecBase {
+  readonly type: 'address-list'
+  readonly default: readonly string[]
+}
+
+/**
  * The `listeners` list: mappings validated key by key by `./listeners`
  * (every problem names its path, `listeners[2].cert`). Unset by default.
  * An environment variable holds the list as JSON.
@@ -132,6 +142,7 @@ export type ConfigKeySpec =
   | ModuleListKeySpec
   | HttpPathKeySpec
   | OriginListKeySpec
+  | AddressListKeySpec
   | ListenerListKeySpec
 
 export const CONFIG_SCHEMA = [
@@ -398,7 +409,27 @@ export const CONFIG_SCHEMA = [
     default: undefined,
     protocols: ['redis:', 'rediss:'],
     flag: '--redis-url',
-    doc: 'Redis for `persistence: redis`: `redis://[[user]:password@]host[:port][/db]` (`rediss://` for TLS). Sentinel and Cluster are set with the `redisOptions` option of `Broker.start`.',
+    doc: 'Redis for `persistence: redis`: `redis://[[user]:password@]host[:port][/db]` (`rediss://` for TLS). With `redis_sentinels` or `redis_cluster_nodes` its host is not used, but its user, password, database and TLS scheme are.',
+  },
+  {
+    key: 'redis_sentinels',
+    type: 'address-list',
+    default: [],
+    flag: '--redis-sentinels',
+    doc: 'Redis Sentinel for `persistence: redis`: the sentinels, `host:port` each. The broker asks them for the master named `redis_sentinel_name` and follows failovers.',
+  },
+  {
+    key: 'redis_sentinel_name',
+    type: 'string',
+    default: 'mymaster',
+    doc: 'The master name the sentinels of `redis_sentinels` monitor.',
+  },
+  {
+    key: 'redis_cluster_nodes',
+    type: 'address-list',
+    default: [],
+    flag: '--redis-cluster-nodes',
+    doc: 'Redis Cluster for `persistence: redis`: some of its nodes, `host:port` each; the rest are discovered. A client\'s keys share one hash slot (docs/persistence.md).',
   },
   {
     key: 'persistence_mode',
@@ -471,7 +502,7 @@ type ValueOfSpec<S> = S extends { readonly type: 'integer'; readonly default: nu
         ? boolean | undefined
         : S extends { readonly type: 'path' | 'url' }
           ? string | undefined
-          : S extends { readonly type: 'module-list' }
+          : S extends { readonly type: 'module-list' | 'address-list' }
             ? string[]
             : string
 
@@ -540,6 +571,8 @@ export function describeType(spec: ConfigKeySpec): string {
       return 'URL path'
     case 'origin-list':
       return 'list of origins'
+    case 'address-list':
+      return 'list of host:port'
     case 'listener-list':
       return 'list of listeners'
   }
@@ -618,6 +651,8 @@ function expectation(spec: ConfigKeySpec): string {
       return 'expected a URL path starting with "/" (no spaces, query or fragment)'
     case 'origin-list':
       return 'expected a list of origins such as "https://example.com" (or "*")'
+    case 'address-list':
+      return 'expected a list of addresses such as "10.0.0.5:26379" or "[::1]:7000"'
     case 'listener-list':
       return 'expected a list of listeners (mappings with at least "type" and "port")'
   }
@@ -728,6 +763,20 @@ export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
       }
       return { ok: true, value: out }
     }
+    case 'address-list': {
+      if (!Array.isArray(value)) {
+        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
+        return fail(spec, value, hint)
+      }
+      const out: string[] = []
+      for (const [i, entry] of value.entries()) {
+        if (typeof entry !== 'string' || parseAddress(entry) === undefined) {
+          return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
+        }
+        out.push(entry)
+      }
+      return { ok: true, value: out }
+    }
     case 'listener-list':
       // Validated item by item, with a key path per problem, by ./listeners.
       if (!Array.isArray(value)) return fail(spec, value)
@@ -748,6 +797,15 @@ export function parseOrigin(text: string): string | undefined {
   } catch {
     return undefined
   }
+}
+
+/** `host:port` (`[v6]:port`) split, or undefined when it is not an address with a port of 1–65535. */
+export function parseAddress(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]/@]+)):(\d{1,5})$/.exec(text)
+  if (m === null) return undefined
+  const port = Number(m[3])
+  if (port < 1 || port > 65535) return undefined
+  return { host: m[1] ?? m[2]!, port }
 }
 
 /** A URL with its password (if any) replaced by `***`, for logs and errors. */
@@ -782,7 +840,8 @@ export function parseText(spec: ConfigKeySpec, text: string): CheckResult {
       return { ok: false, problem: `expected true, false, 1 or 0, got ${showValue(text)}` }
     }
     case 'module-list':
-    case 'origin-list': {
+    case 'origin-list':
+    case 'address-list': {
       const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '')
       return checkValue(spec, entries)
     }
