@@ -40,6 +40,11 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// one fast publisher cannot starve the other branches.
 const READ_BUDGET: usize = 256 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// Woken for deliveries with fewer messages than this queued, the task
+/// yields once before draining (see `coalesce_deliveries`). Above it, one
+/// write carries many messages anyway, and waiting would only let the
+/// queue grow towards its limit.
+const COALESCE_BELOW: usize = 32;
 
 /// Entry point for an accepted socket; `slot` holds its place in the
 /// connection counts until the task ends.
@@ -489,10 +494,11 @@ impl Connection {
             // pongs) even when the write buffer is empty.
             let want_write = !self.write_buf.is_empty() || self.stream.wants_write();
             let mut readable = false;
+            let mut delivery = false;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
-                _ = self.control.woken() => {}
+                _ = self.control.woken() => delivery = true,
                 _ = held_acks_settled(&mut self.held_acks) => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
@@ -510,6 +516,9 @@ impl Connection {
                     return DisconnectReason::KeepAliveTimeout;
                 }
             }
+            if delivery && self.coalesce_deliveries() {
+                YieldOnce(false).await;
+            }
             // Handled outside the select so that a plugin hook awaited while
             // handling does not hold the other branches' futures.
             if readable {
@@ -524,6 +533,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether to let the other runnable tasks go first before draining a
+    /// delivery wake-up. The publisher that routed the message woke this
+    /// task into tokio's LIFO slot, so without a yield it runs right after
+    /// that one publisher and writes its message alone; publishers made
+    /// ready by the same epoll wake-up then each cost the subscriber another
+    /// `send`. Yielding puts this task behind them, and their messages join
+    /// the queue first, so one write carries them all. When nothing else is
+    /// runnable, the task is polled again at once, with no syscall between.
+    fn coalesce_deliveries(&self) -> bool {
+        if !self.write_buf.is_empty() {
+            // Waiting for the socket anyway: the drain below adds to what
+            // the next writable wake-up sends.
+            return false;
+        }
+        let mut st = self.session.state.lock();
+        st.coalescing = st.queue.len() < COALESCE_BELOW && st.is_owned_by(self.control.conn_id);
+        st.coalescing
     }
 
     /// Drains the socket (up to the read budget), then decodes and handles
@@ -672,12 +700,17 @@ impl Connection {
                 self.held_acks_mut(&journal).deliveries_paused = paused;
             }
             if paused {
+                self.session.state.lock().coalescing = false;
                 return false;
             }
         }
         let max_inflight = self.state.config.max_inflight_messages.max(1);
         let mut st = self.session.state.lock();
-        if st.queue.is_empty() || !st.is_owned_by(self.control.conn_id) {
+        if !st.is_owned_by(self.control.conn_id) {
+            return false;
+        }
+        st.coalescing = false;
+        if st.queue.is_empty() {
             return false;
         }
         let mut sent = 0;
