@@ -4,9 +4,10 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { brokerForSuite, startBroker, target } from '../helpers/broker'
 import { ackAll, connectAs, leave, ping, publish1, publish2, raw, subscribe, uid } from '../helpers/clients'
+import type { RawPacket } from '../helpers/raw'
 import { collect, expectClose, expectPacket, expectSilence } from '../helpers/expect'
 import { payloads } from '../helpers/packets'
-import { sleep } from '../helpers/wait'
+import { sleep, waitUntil } from '../helpers/wait'
 
 describe('3.1.2.4 Clean Session and 4.1 session state', () => {
   const b = brokerForSuite()
@@ -217,4 +218,42 @@ describe('[fbroker] bounded offline queue', () => {
       assert.equal(Number(stats.publishDropped), 5, `stats: ${JSON.stringify(stats)}`)
     })
   }
+})
+
+describe('[fbroker] bounded online queue', () => {
+  test('[fbroker] a subscriber that stops reading: QoS 0 beyond maxQueuedMessages is dropped and counted; once it reads again it gets all the rest, in order, with no further publish to wake it', { skip: target === 'mosquitto' && 'needs fbroker stats()' }, async (t) => {
+    const s = await startBroker({ maxQueuedMessages: 50 })
+    t.after(() => s.close())
+    const topic = uid('slow/')
+    const sub = await raw(t, s.port, { clientId: uid('s') })
+    await subscribe(sub, topic, 0)
+    sub.socket.pause()
+    const pub = await raw(t, s.port, { clientId: uid('p') })
+    // 48 MiB: more than loopback socket buffers and the broker's 256 KiB
+    // write buffer can hold, so the queue limit has to act.
+    const total = 6000
+    const pad = 'x'.repeat(8 * 1024)
+    for (let n = 0; n < total; n++) {
+      pub.send({ cmd: 'publish', topic, payload: `${n}:${pad}`, qos: 0 })
+      // Lets the broker read as it goes rather than after one 48 MiB write.
+      if (n % 500 === 499) await sleep(5)
+    }
+    let stats: any
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(20)) {
+      stats = s.broker.stats()
+      if (Number(stats.messagesReceived) >= total) break
+    }
+    const dropped = Number(stats.publishDropped)
+    assert.ok(dropped > 0, `nothing dropped: ${JSON.stringify(stats)}`)
+    const got: string[] = []
+    void (async () => {
+      for (let p: RawPacket | null; (p = await sub.next(60_000).catch(() => null)); ) if (p.cmd === 'publish') got.push(String(p.payload))
+    })()
+    sub.socket.resume()
+    await waitUntil(() => got.length >= total - dropped, 10_000)
+    await sleep(200)
+    assert.equal(got.length + dropped, total, `delivered ${got.length} + dropped ${dropped}`)
+    const seq = got.map((m) => Number(m.slice(0, m.indexOf(':'))))
+    for (let i = 1; i < seq.length; i++) assert.ok(seq[i] > seq[i - 1], `out of order at ${i}: ${seq[i - 1]} then ${seq[i]}`)
+  })
 })

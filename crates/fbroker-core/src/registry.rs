@@ -53,6 +53,8 @@ impl Registry {
             }
             if !clean_session && st.persistent {
                 st.owner = Some(owner);
+                // A grace the previous connection took does not carry over.
+                st.coalescing = false;
                 st.disconnected_at = None;
                 drop(st);
                 return Attached { session: existing, session_present: true };

@@ -40,6 +40,11 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// one fast publisher cannot starve the other branches.
 const READ_BUDGET: usize = 256 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// Woken for deliveries with fewer messages than this queued, the task
+/// yields once before draining (see `coalesce_deliveries`). Above it, one
+/// write carries many messages anyway, and waiting would only let the
+/// queue grow towards its limit.
+const COALESCE_BELOW: usize = 32;
 
 /// Entry point for an accepted socket; `slot` holds its place in the
 /// connection counts until the task ends.
@@ -337,6 +342,25 @@ async fn held_acks_settled(held: &mut Option<Box<HeldAcks>>) {
     }
 }
 
+/// Pending once, after waking its own task: tokio then reschedules the task
+/// at the back of the worker's run queue (a wake from inside its own poll
+/// counts as a yield and bypasses the LIFO slot). Unlike
+/// `tokio::task::yield_now`, which defers the wake-up until the worker
+/// parks, this costs no `epoll_wait` when no other task is runnable.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// The outcome of decoding and handling one packet synchronously.
 enum Step {
     Handled(Flow),
@@ -440,6 +464,7 @@ impl Connection {
                 Ok(Flow::Close(reason)) | Err(reason) => return reason,
             }
         }
+        let mut refills = 0u32;
         loop {
             if let Some(reason) = self.control.kicked() {
                 return reason;
@@ -449,18 +474,31 @@ impl Connection {
                     return reason;
                 }
             }
-            self.drain_session();
+            let capped = self.drain_session();
             if let Err(reason) = self.flush_now() {
                 return reason;
             }
+            if capped && self.write_buf.len() < WRITE_HIGH_WATER {
+                // The flush made room for what the high-water mark left
+                // queued. No wake-up will come for those messages (the queue
+                // never went empty), so drain again now; a reader that keeps
+                // up with a long queue lets other tasks in every 4 MiB.
+                refills += 1;
+                if refills % 16 == 0 {
+                    YieldOnce(false).await;
+                }
+                continue;
+            }
+            refills = 0;
             // A TLS or WebSocket layer may hold output of its own (records,
             // pongs) even when the write buffer is empty.
             let want_write = !self.write_buf.is_empty() || self.stream.wants_write();
             let mut readable = false;
+            let mut delivery = false;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stopped| *stopped) => return DisconnectReason::ServerShutdown,
-                _ = self.control.woken() => {}
+                _ = self.control.woken() => delivery = true,
                 _ = held_acks_settled(&mut self.held_acks) => {}
                 ready = self.stream.readable() => {
                     if ready.is_err() {
@@ -478,6 +516,9 @@ impl Connection {
                     return DisconnectReason::KeepAliveTimeout;
                 }
             }
+            if delivery && self.coalesce_deliveries() {
+                YieldOnce(false).await;
+            }
             // Handled outside the select so that a plugin hook awaited while
             // handling does not hold the other branches' futures.
             if readable {
@@ -492,6 +533,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether to let the other runnable tasks go first before draining a
+    /// delivery wake-up. The publisher that routed the message woke this
+    /// task into tokio's LIFO slot, so without a yield it runs right after
+    /// that one publisher and writes its message alone; publishers made
+    /// ready by the same epoll wake-up then each cost the subscriber another
+    /// `send`. Yielding puts this task behind them, and their messages join
+    /// the queue first, so one write carries them all. When nothing else is
+    /// runnable, the task is polled again at once, with no syscall between.
+    fn coalesce_deliveries(&self) -> bool {
+        if !self.write_buf.is_empty() {
+            // Waiting for the socket anyway: the drain below adds to what
+            // the next writable wake-up sends.
+            return false;
+        }
+        let mut st = self.session.state.lock();
+        st.coalescing = st.queue.len() < COALESCE_BELOW && st.is_owned_by(self.control.conn_id);
+        st.coalescing
     }
 
     /// Drains the socket (up to the read budget), then decodes and handles
@@ -626,10 +686,11 @@ impl Connection {
     }
 
     /// Moves queued messages into the write buffer while the in-flight
-    /// window and the write high-water mark allow.
-    pub(crate) fn drain_session(&mut self) {
+    /// window and the write high-water mark allow. True when the high-water
+    /// mark stopped it (messages may be left).
+    pub(crate) fn drain_session(&mut self) -> bool {
         if self.write_buf.len() >= WRITE_HIGH_WATER {
-            return;
+            return true;
         }
         // A persistent session's deliveries are journaled: while the store
         // is far behind, leave them queued rather than outrun it.
@@ -639,13 +700,18 @@ impl Connection {
                 self.held_acks_mut(&journal).deliveries_paused = paused;
             }
             if paused {
-                return;
+                self.session.state.lock().coalescing = false;
+                return false;
             }
         }
         let max_inflight = self.state.config.max_inflight_messages.max(1);
         let mut st = self.session.state.lock();
-        if st.queue.is_empty() || !st.is_owned_by(self.control.conn_id) {
-            return;
+        if !st.is_owned_by(self.control.conn_id) {
+            return false;
+        }
+        st.coalescing = false;
+        if st.queue.is_empty() {
+            return false;
         }
         let mut sent = 0;
         while self.write_buf.len() < WRITE_HIGH_WATER {
@@ -682,8 +748,10 @@ impl Connection {
             }
             sent += 1;
         }
+        let capped = self.write_buf.len() >= WRITE_HIGH_WATER && !st.queue.is_empty();
         drop(st);
         self.sent += sent;
+        capped
     }
 
     /// Re-sends unacknowledged messages of a resumed session, with DUP set,

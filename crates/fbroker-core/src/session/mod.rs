@@ -73,7 +73,21 @@ pub struct SessionState {
     /// The user name of the session's last connection, to recompile its
     /// ACL when the ACL file is reloaded.
     pub username: Option<String>,
+    /// The connection yielded to coalesce its next write with an empty
+    /// write buffer, so what is routed to it meanwhile is not backlog: see
+    /// `COALESCE_GRACE`. Cleared when it drains the queue.
+    pub coalescing: bool,
 }
+
+/// While the owning connection yields to coalesce deliveries, the QoS 0
+/// messages routed to it may exceed the count limit by this many. Without
+/// the yield each publisher's batch was drained before the next publisher
+/// ran; with it, one batch per publisher made ready by the same turn of
+/// the I/O driver (at most 1,024 sockets per `epoll_wait`) lands in the
+/// queue before one drain, and light publishers would otherwise push a
+/// keeping-up subscriber over the limit. The limit still binds a
+/// subscriber whose socket is full: it does not yield then.
+pub const COALESCE_GRACE: usize = 1024;
 
 impl SessionState {
     /// Whether the connection `conn_id` still owns this session (it may
@@ -115,6 +129,7 @@ impl Session {
                 disconnected_at: None,
                 acl: None,
                 username: None,
+                coalescing: false,
             }),
             journal,
         })
@@ -170,6 +185,13 @@ impl Session {
             };
         };
         let was_empty = st.queue.is_empty();
+        let graced;
+        let limits = if st.coalescing && qos == QoS::AtMostOnce && limits.max_messages != 0 {
+            graced = QueueLimits { max_messages: limits.max_messages + COALESCE_GRACE, ..*limits };
+            &graced
+        } else {
+            limits
+        };
         let dropped = match self.push(&mut st.queue, Queued { msg, qos, retain }, limits) {
             PushOutcome::Queued => 0,
             PushOutcome::QueuedAfterDropping(n) => n,
@@ -182,5 +204,48 @@ impl Session {
             owner.wake();
         }
         dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueDropPolicy;
+    use crate::message::Message;
+    use bytes::Bytes;
+
+    const LIMITS: QueueLimits = QueueLimits { max_messages: 10, max_bytes: 0, policy: QueueDropPolicy::DropOldest };
+
+    fn online() -> Arc<Session> {
+        Session::new("s".into(), false, ConnControl::new(1), None)
+    }
+
+    fn offer(session: &Session, n: usize, qos: QoS) -> u64 {
+        (0..n).map(|_| session.enqueue(Message::new("t".into(), Bytes::from_static(b"x"), qos, false), qos, false, &LIMITS)).sum()
+    }
+
+    #[test]
+    fn the_count_limit_binds_online_qos0_when_the_connection_is_not_coalescing() {
+        let s = online();
+        assert_eq!(offer(&s, 15, QoS::AtMostOnce), 5);
+        assert_eq!(s.state.lock().queue.len(), 10);
+    }
+
+    #[test]
+    fn a_coalescing_connection_gets_qos0_up_to_the_grace_past_the_count_limit() {
+        let s = online();
+        s.state.lock().coalescing = true;
+        assert_eq!(offer(&s, 10 + COALESCE_GRACE, QoS::AtMostOnce), 0);
+        assert_eq!(offer(&s, 3, QoS::AtMostOnce), 3, "the grace is bounded too");
+        assert_eq!(s.state.lock().queue.len(), 10 + COALESCE_GRACE);
+    }
+
+    #[test]
+    fn the_grace_is_for_qos0_only() {
+        // QoS 1 and 2 beyond the in-flight window wait in the queue with or
+        // without the yield: they are backlog, and the limit applies.
+        let s = online();
+        s.state.lock().coalescing = true;
+        assert_eq!(offer(&s, 15, QoS::AtLeastOnce), 5);
     }
 }
