@@ -20,8 +20,8 @@ use fbroker_core::persistence::restore::{Snapshot, StoredInflight, StoredMessage
 use fbroker_core::persistence::{PersistBatch, PersistMode, PersistSink, WillRecord};
 use fbroker_core::session::inflight::Stage;
 use fbroker_core::{
-    Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerKind, ListenerTransport,
-    LogLevel, QueueDropPolicy, TlsOptions, TlsSettings, WsSettings,
+    Broker, BrokerConfig, BrokerEvent, EventSink, ListenerConfig, ListenerKind, ListenerTransport, LogLevel, QueueDropPolicy,
+    TlsOptions, TlsSettings, WsSettings,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -33,21 +33,18 @@ use std::time::Duration;
 /// counted by the engine as dropped events). Callee-handled: JS receives
 /// `(err, events)`. Strong: the broker keeps Node's event loop alive until
 /// it is stopped, like a listening `net.Server`.
-type EventsCallback =
-    ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, true, false, 1024>;
+type EventsCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, true, false, 1024>;
 
 /// Plugin hook requests, batched. Unbounded (0): every request must reach
 /// JS, and each connection has at most one outstanding, so the queue is
 /// bounded by the number of connections. Weak: hooks alone do not keep
 /// Node alive; the events callback does.
-type HooksCallback =
-    ThreadsafeFunction<Vec<NativeHookRequest>, (), Vec<NativeHookRequest>, Status, true, true, 0>;
+type HooksCallback = ThreadsafeFunction<Vec<NativeHookRequest>, (), Vec<NativeHookRequest>, Status, true, true, 0>;
 
 /// Persistence journal batches. Unbounded (0): a dropped batch would hold
 /// its publishers' acks forever; the control plane bounds what it buffers
 /// and fails batches past that bound instead. Weak, like hooks.
-type PersistCallback =
-    ThreadsafeFunction<NativePersistBatch, (), NativePersistBatch, Status, true, true, 0>;
+type PersistCallback = ThreadsafeFunction<NativePersistBatch, (), NativePersistBatch, Status, true, true, 0>;
 
 /// A message as the persistence store keeps it. `id` is a decimal u64.
 #[napi(object)]
@@ -291,19 +288,12 @@ fn to_listener_config(l: NativeListenerConfig, max_packet_size: usize) -> Result
         "tls" => ListenerKind::Tls,
         "ws" => ListenerKind::Ws,
         "wss" => ListenerKind::Wss,
-        other => {
-            return Err(invalid(format!(
-                "listener protocol {other:?} is not one of tcp, tls, ws, wss"
-            )))
-        }
+        other => return Err(invalid(format!("listener protocol {other:?} is not one of tcp, tls, ws, wss"))),
     };
-    let port = u16::try_from(l.port)
-        .map_err(|_| invalid(format!("{what}: port {} out of range", l.port)))?;
+    let port = u16::try_from(l.port).map_err(|_| invalid(format!("{what}: port {} out of range", l.port)))?;
     let tls = if kind.uses_tls() {
         let (Some(cert_file), Some(key_file)) = (l.cert_file, l.key_file) else {
-            return Err(invalid(format!(
-                "{what}: needs a certificate file and a key file"
-            )));
+            return Err(invalid(format!("{what}: needs a certificate file and a key file")));
         };
         let options = TlsOptions {
             cert_file: cert_file.into(),
@@ -314,9 +304,7 @@ fn to_listener_config(l: NativeListenerConfig, max_packet_size: usize) -> Result
         };
         // Reads and checks the PEM files now, so a bad file fails start
         // with its name instead of failing every handshake later.
-        Some(Arc::new(
-            TlsSettings::load(options).map_err(|e| invalid(format!("{what}: {e}")))?,
-        ))
+        Some(Arc::new(TlsSettings::load(options).map_err(|e| invalid(format!("{what}: {e}")))?))
     } else {
         None
     };
@@ -327,18 +315,8 @@ fn to_listener_config(l: NativeListenerConfig, max_packet_size: usize) -> Result
         // so a frame larger than that cannot hold an acceptable packet.
         max_frame_size: max_packet_size,
     });
-    let transport = ListenerTransport {
-        kind,
-        tls,
-        ws,
-        proxy_protocol: l.proxy_protocol.unwrap_or(false),
-    };
-    Ok(ListenerConfig {
-        host: l.host,
-        port,
-        transport,
-        max_connections: l.max_connections.unwrap_or(0) as usize,
-    })
+    let transport = ListenerTransport { kind, tls, ws, proxy_protocol: l.proxy_protocol.unwrap_or(false) };
+    Ok(ListenerConfig { host: l.host, port, transport, max_connections: l.max_connections.unwrap_or(0) as usize })
 }
 
 fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
@@ -350,19 +328,10 @@ fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
     let queue_drop_policy = match c.queue_drop_policy.as_str() {
         "drop_oldest" => QueueDropPolicy::DropOldest,
         "drop_new" => QueueDropPolicy::DropNew,
-        other => {
-            return Err(invalid(format!(
-                "queueDropPolicy {other:?} is not one of drop_oldest, drop_new"
-            )))
-        }
+        other => return Err(invalid(format!("queueDropPolicy {other:?} is not one of drop_oldest, drop_new"))),
     };
-    let log_level = LogLevel::parse(&c.log_level)
-        .ok_or_else(|| invalid(format!("logLevel {:?} is not valid", c.log_level)))?;
-    let password_file = c
-        .password_file
-        .as_deref()
-        .map(parse_password_file)
-        .transpose()?;
+    let log_level = LogLevel::parse(&c.log_level).ok_or_else(|| invalid(format!("logLevel {:?} is not valid", c.log_level)))?;
+    let password_file = c.password_file.as_deref().map(parse_password_file).transpose()?;
     let acl = c.acl_file.as_deref().map(parse_acl).transpose()?;
     Ok(BrokerConfig {
         listeners,
@@ -376,8 +345,7 @@ fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
         max_topic_length: c.max_topic_length as usize,
         max_client_id_length: c.max_client_id_length as usize,
         connect_timeout: Duration::from_millis(c.connect_timeout_ms as u64),
-        session_expiry: (c.session_expiry_secs > 0)
-            .then(|| Duration::from_secs(c.session_expiry_secs as u64)),
+        session_expiry: (c.session_expiry_secs > 0).then(|| Duration::from_secs(c.session_expiry_secs as u64)),
         worker_threads: c.worker_threads as usize,
         log_level,
         auth: AuthSettings {
@@ -398,33 +366,24 @@ fn to_core_config(c: NativeBrokerConfig) -> Result<BrokerConfig> {
 /// Parse errors name the line ("password file line 3: ..."); the control
 /// plane adds the file's path.
 fn parse_password_file(text: &str) -> Result<PasswordFile> {
-    PasswordFile::parse(text)
-        .map(|(file, _warnings)| file)
-        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+    PasswordFile::parse(text).map(|(file, _warnings)| file).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
 }
 
 fn parse_acl(text: &str) -> Result<Acl> {
-    Acl::parse(text)
-        .map(|(acl, _warnings)| acl)
-        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+    Acl::parse(text).map(|(acl, _warnings)| acl).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
 }
 
 /// Warnings (legacy hashes, duplicate users, placeholders in `topic` lines)
 /// for the control plane to log; parse errors are thrown.
 #[napi(catch_unwind)]
-pub fn check_auth_files(
-    password_file: Option<String>,
-    acl_file: Option<String>,
-) -> Result<Vec<String>> {
+pub fn check_auth_files(password_file: Option<String>, acl_file: Option<String>) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     if let Some(text) = password_file {
-        let (_, w) = PasswordFile::parse(&text)
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        let (_, w) = PasswordFile::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         warnings.extend(w.iter().map(|w| w.to_string()));
     }
     if let Some(text) = acl_file {
-        let (_, w) =
-            Acl::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        let (_, w) = Acl::parse(&text).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         warnings.extend(w.iter().map(|w| w.to_string()));
     }
     Ok(warnings)
@@ -446,43 +405,24 @@ fn to_native_hook_request(id: u64, request: HookRequest) -> NativeHookRequest {
     let mut out = NativeHookRequest {
         id: id as f64,
         kind: String::new(),
-        client: NativeHookClient {
-            id: String::new(),
-            username: None,
-            address: String::new(),
-            protocol_version: 0,
-        },
+        client: NativeHookClient { id: String::new(), username: None, address: String::new(), protocol_version: 0 },
         username: None,
         password: None,
         subscriptions: None,
         publishes: None,
     };
     match request {
-        HookRequest::Authenticate {
-            client,
-            username,
-            password,
-        } => {
+        HookRequest::Authenticate { client, username, password } => {
             out.kind = "authenticate".into();
             out.client = client_of(client);
             out.username = username;
             out.password = password.map(|p| Buffer::from(p.to_vec()));
         }
-        HookRequest::AuthorizeSubscribe {
-            client,
-            subscriptions,
-        } => {
+        HookRequest::AuthorizeSubscribe { client, subscriptions } => {
             out.kind = "authorizeSubscribe".into();
             out.client = client_of(client);
-            out.subscriptions = Some(
-                subscriptions
-                    .into_iter()
-                    .map(|(topic, qos)| NativeSubscription {
-                        topic,
-                        qos: qos as u32,
-                    })
-                    .collect(),
-            );
+            out.subscriptions =
+                Some(subscriptions.into_iter().map(|(topic, qos)| NativeSubscription { topic, qos: qos as u32 }).collect());
         }
         HookRequest::AuthorizePublish { client, publishes } => {
             out.kind = "authorizePublish".into();
@@ -506,9 +446,7 @@ fn to_native_hook_request(id: u64, request: HookRequest) -> NativeHookRequest {
 fn to_hook_response(r: NativeHookResponse) -> Option<HookResponse> {
     match r.kind.as_str() {
         "authenticate" => Some(HookResponse::Authenticate(r.code.map(|c| c.min(255) as u8))),
-        "authorizeSubscribe" => Some(HookResponse::AuthorizeSubscribe(
-            r.grants?.into_iter().map(|g| g.min(0x80) as u8).collect(),
-        )),
+        "authorizeSubscribe" => Some(HookResponse::AuthorizeSubscribe(r.grants?.into_iter().map(|g| g.min(0x80) as u8).collect())),
         "authorizePublish" => Some(HookResponse::AuthorizePublish(r.allowed?)),
         _ => None,
     }
@@ -524,57 +462,28 @@ struct JsPersistSink {
 
 impl PersistSink for JsPersistSink {
     fn deliver(&self, batch: PersistBatch) {
-        self.callback.call(
-            Ok(to_native_batch(batch)),
-            ThreadsafeFunctionCallMode::NonBlocking,
-        );
+        self.callback.call(Ok(to_native_batch(batch)), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
 fn qos_of(n: u32) -> Result<fbroker_core::QoS> {
-    fbroker_core::QoS::from_u8(n.min(255) as u8).ok_or_else(|| {
-        Error::new(
-            Status::InvalidArg,
-            format!("stored qos {n} is not 0, 1 or 2"),
-        )
-    })
+    fbroker_core::QoS::from_u8(n.min(255) as u8).ok_or_else(|| Error::new(Status::InvalidArg, format!("stored qos {n} is not 0, 1 or 2")))
 }
 
 fn stored_message(m: NativeStoredMessage) -> Result<StoredMessage> {
-    let id = m.id.parse::<u64>().map_err(|_| {
-        Error::new(
-            Status::InvalidArg,
-            format!("stored message id {:?} is not a u64", m.id),
-        )
-    })?;
-    Ok(StoredMessage {
-        id,
-        topic: m.topic,
-        payload: bytes_from_buffer(m.payload),
-        qos: qos_of(m.qos)?,
-        retain: m.retain,
-    })
+    let id = m.id.parse::<u64>().map_err(|_| Error::new(Status::InvalidArg, format!("stored message id {:?} is not a u64", m.id)))?;
+    Ok(StoredMessage { id, topic: m.topic, payload: bytes_from_buffer(m.payload), qos: qos_of(m.qos)?, retain: m.retain })
 }
 
 fn stored_will(w: NativeStoredWill) -> Result<WillRecord> {
-    Ok(WillRecord {
-        topic: w.topic,
-        payload: bytes_from_buffer(w.payload),
-        qos: qos_of(w.qos)?,
-        retain: w.retain,
-    })
+    Ok(WillRecord { topic: w.topic, payload: bytes_from_buffer(w.payload), qos: qos_of(w.qos)?, retain: w.retain })
 }
 
 fn to_persistence_setup(p: NativePersistence, sink: JsPersistSink) -> Result<PersistenceSetup> {
     let mode = match p.mode.as_str() {
         "ack_after_store" => PersistMode::AckAfterStore,
         "async" => PersistMode::Async,
-        other => {
-            return Err(Error::new(
-                Status::InvalidArg,
-                format!("persistence mode {other:?} is not ack_after_store or async"),
-            ))
-        }
+        other => return Err(Error::new(Status::InvalidArg, format!("persistence mode {other:?} is not ack_after_store or async"))),
     };
     let mut sessions = Vec::with_capacity(p.sessions.len());
     for s in p.sessions {
@@ -584,91 +493,43 @@ fn to_persistence_setup(p: NativePersistence, sink: JsPersistSink) -> Result<Per
                 "puback" => Stage::AwaitingPubAck,
                 "pubrec" => Stage::AwaitingPubRec,
                 "pubcomp" => Stage::AwaitingPubComp,
-                other => {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("stored in-flight stage {other:?}"),
-                    ))
-                }
+                other => return Err(Error::new(Status::InvalidArg, format!("stored in-flight stage {other:?}"))),
             };
-            let packet_id = u16::try_from(e.packet_id)
-                .map_err(|_| Error::new(Status::InvalidArg, "stored packet id out of range"))?;
+            let packet_id = u16::try_from(e.packet_id).map_err(|_| Error::new(Status::InvalidArg, "stored packet id out of range"))?;
             let message = e.message.map(stored_message).transpose()?.map(|mut m| {
                 m.retain = e.retain.unwrap_or(m.retain);
                 m
             });
-            inflight.push(StoredInflight {
-                packet_id,
-                stage,
-                message,
-                qos: qos_of(e.qos)?,
-            });
+            inflight.push(StoredInflight { packet_id, stage, message, qos: qos_of(e.qos)? });
         }
         sessions.push(StoredSession {
             client_id: s.client_id,
-            disconnected_at: s
-                .disconnected_at_ms
-                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0.0) as u64)),
+            disconnected_at: s.disconnected_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0.0) as u64)),
             will: s.will.map(stored_will).transpose()?,
-            subscriptions: s
-                .subscriptions
-                .into_iter()
-                .map(|sub| Ok((sub.filter, qos_of(sub.qos)?)))
-                .collect::<Result<_>>()?,
-            queue: s
-                .queue
-                .into_iter()
-                .map(stored_message)
-                .collect::<Result<_>>()?,
+            subscriptions: s.subscriptions.into_iter().map(|sub| Ok((sub.filter, qos_of(sub.qos)?))).collect::<Result<_>>()?,
+            queue: s.queue.into_iter().map(stored_message).collect::<Result<_>>()?,
             inflight,
-            incoming_qos2: s
-                .incoming_qos2
-                .into_iter()
-                .filter_map(|id| u16::try_from(id).ok())
-                .collect(),
+            incoming_qos2: s.incoming_qos2.into_iter().filter_map(|id| u16::try_from(id).ok()).collect(),
         });
     }
-    let retained = p
-        .retained
-        .into_iter()
-        .map(stored_message)
-        .collect::<Result<_>>()?;
-    Ok(PersistenceSetup {
-        mode,
-        sink: Arc::new(sink),
-        snapshot: Snapshot { sessions, retained },
-    })
+    let retained = p.retained.into_iter().map(stored_message).collect::<Result<_>>()?;
+    Ok(PersistenceSetup { mode, sink: Arc::new(sink), snapshot: Snapshot { sessions, retained } })
 }
 
 fn to_native_batch(batch: PersistBatch) -> NativePersistBatch {
-    NativePersistBatch {
-        seq: batch.seq as f64,
-        data: Buffer::from(journal_wire::encode(&batch)),
-    }
+    NativePersistBatch { seq: batch.seq as f64, data: Buffer::from(journal_wire::encode(&batch)) }
 }
 
 impl HookSink for JsHookSink {
     fn deliver(&self, batch: Vec<(u64, HookRequest)>) {
-        let requests = batch
-            .into_iter()
-            .map(|(id, r)| to_native_hook_request(id, r))
-            .collect();
-        self.callback
-            .call(Ok(requests), ThreadsafeFunctionCallMode::NonBlocking);
+        let requests = batch.into_iter().map(|(id, r)| to_native_hook_request(id, r)).collect();
+        self.callback.call(Ok(requests), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
 fn to_native_event(e: BrokerEvent) -> NativeEvent {
     match e {
-        BrokerEvent::ClientConnected {
-            client_id,
-            address,
-            username,
-            protocol_version,
-            clean_session,
-            session_present,
-            keep_alive,
-        } => NativeEvent {
+        BrokerEvent::ClientConnected { client_id, address, username, protocol_version, clean_session, session_present, keep_alive } => NativeEvent {
             kind: "clientConnected".into(),
             client_id: Some(client_id),
             address: Some(address),
@@ -685,21 +546,10 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             reason: Some(reason.as_str().into()),
             ..Default::default()
         },
-        BrokerEvent::Subscribed {
-            client_id,
-            subscriptions,
-        } => NativeEvent {
+        BrokerEvent::Subscribed { client_id, subscriptions } => NativeEvent {
             kind: "subscribed".into(),
             client_id: Some(client_id),
-            subscriptions: Some(
-                subscriptions
-                    .into_iter()
-                    .map(|(topic, qos)| NativeSubscription {
-                        topic,
-                        qos: qos as u32,
-                    })
-                    .collect(),
-            ),
+            subscriptions: Some(subscriptions.into_iter().map(|(topic, qos)| NativeSubscription { topic, qos: qos as u32 }).collect()),
             ..Default::default()
         },
         BrokerEvent::Unsubscribed { client_id, topics } => NativeEvent {
@@ -708,29 +558,15 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             topics: Some(topics),
             ..Default::default()
         },
-        BrokerEvent::Log {
-            level,
-            client_id,
-            message,
-        } => NativeEvent {
+        BrokerEvent::Log { level, client_id, message } => NativeEvent {
             kind: "log".into(),
             client_id,
             level: Some(level.as_str().into()),
             message: Some(message),
             ..Default::default()
         },
-        BrokerEvent::Panic { message } => NativeEvent {
-            kind: "panic".into(),
-            message: Some(message),
-            ..Default::default()
-        },
-        BrokerEvent::Published {
-            client_id,
-            topic,
-            payload,
-            qos,
-            retain,
-        } => NativeEvent {
+        BrokerEvent::Panic { message } => NativeEvent { kind: "panic".into(), message: Some(message), ..Default::default() },
+        BrokerEvent::Published { client_id, topic, payload, qos, retain } => NativeEvent {
             kind: "published".into(),
             client_id: Some(client_id),
             topic: Some(topic),
@@ -739,12 +575,7 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             retain: Some(retain),
             ..Default::default()
         },
-        BrokerEvent::Delivered {
-            client_id,
-            topic,
-            qos,
-            packet_id,
-        } => NativeEvent {
+        BrokerEvent::Delivered { client_id, topic, qos, packet_id } => NativeEvent {
             kind: "delivered".into(),
             client_id: Some(client_id),
             topic: Some(topic),
@@ -752,12 +583,7 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             packet_id: Some(packet_id as u32),
             ..Default::default()
         },
-        BrokerEvent::Acked {
-            client_id,
-            topic,
-            qos,
-            packet_id,
-        } => NativeEvent {
+        BrokerEvent::Acked { client_id, topic, qos, packet_id } => NativeEvent {
             kind: "acked".into(),
             client_id: Some(client_id),
             topic: Some(topic),
@@ -765,12 +591,9 @@ fn to_native_event(e: BrokerEvent) -> NativeEvent {
             packet_id: Some(packet_id as u32),
             ..Default::default()
         },
-        BrokerEvent::ClientError { client_id, message } => NativeEvent {
-            kind: "clientError".into(),
-            client_id,
-            message: Some(message),
-            ..Default::default()
-        },
+        BrokerEvent::ClientError { client_id, message } => {
+            NativeEvent { kind: "clientError".into(), client_id, message: Some(message), ..Default::default() }
+        }
     }
 }
 
@@ -783,8 +606,7 @@ impl EventSink for JsEventSink {
         let events: Vec<NativeEvent> = batch.into_iter().map(to_native_event).collect();
         // NonBlocking: when JS falls 1024 batches behind, this batch is
         // dropped rather than stalling the engine.
-        self.callback
-            .call(Ok(events), ThreadsafeFunctionCallMode::NonBlocking);
+        self.callback.call(Ok(events), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
@@ -807,18 +629,12 @@ impl Task for StartTask {
     fn compute(&mut self) -> Result<Broker> {
         let config = self.config.take().expect("start runs once");
         let sink = self.sink.take().expect("start runs once");
-        let hook_sink = self
-            .hook_sink
-            .take()
-            .map(|s| Arc::new(s) as Arc<dyn HookSink>);
-        Broker::start(config, Arc::new(sink), hook_sink, self.persistence.take())
-            .map_err(|e| Error::new(Status::GenericFailure, e))
+        let hook_sink = self.hook_sink.take().map(|s| Arc::new(s) as Arc<dyn HookSink>);
+        Broker::start(config, Arc::new(sink), hook_sink, self.persistence.take()).map_err(|e| Error::new(Status::GenericFailure, e))
     }
 
     fn resolve(&mut self, _env: Env, broker: Broker) -> Result<NativeBroker> {
-        Ok(NativeBroker {
-            inner: Arc::new(broker),
-        })
+        Ok(NativeBroker { inner: Arc::new(broker) })
     }
 }
 
@@ -866,20 +682,12 @@ impl NativeBroker {
                     .build()?;
                 Some(to_persistence_setup(p, JsPersistSink { callback })?)
             }
-            (Some(_), None) => {
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    "persistence needs an onPersist callback",
-                ))
-            }
+            (Some(_), None) => return Err(Error::new(Status::InvalidArg, "persistence needs an onPersist callback")),
             _ => None,
         };
         let config = to_core_config(config)?;
-        let callback: EventsCallback = on_events
-            .build_threadsafe_function::<Vec<NativeEvent>>()
-            .callee_handled::<true>()
-            .max_queue_size::<1024>()
-            .build()?;
+        let callback: EventsCallback =
+            on_events.build_threadsafe_function::<Vec<NativeEvent>>().callee_handled::<true>().max_queue_size::<1024>().build()?;
         let hook_sink = match on_hooks {
             Some(f) if config.hooks.any() => {
                 let callback: HooksCallback = f
@@ -892,12 +700,7 @@ impl NativeBroker {
             }
             _ => None,
         };
-        Ok(AsyncTask::new(StartTask {
-            config: Some(config),
-            sink: Some(JsEventSink { callback }),
-            hook_sink,
-            persistence,
-        }))
+        Ok(AsyncTask::new(StartTask { config: Some(config), sink: Some(JsEventSink { callback }), hook_sink, persistence }))
     }
 
     /// Which events to send: a mask of clientConnected = 1,
@@ -931,15 +734,8 @@ impl NativeBroker {
     /// not configured) without dropping connections. Throws on a parse
     /// error, leaving the previous files in force.
     #[napi(catch_unwind)]
-    pub fn reload_auth(
-        &self,
-        password_file: Option<String>,
-        acl_file: Option<String>,
-    ) -> Result<()> {
-        let password_file = password_file
-            .as_deref()
-            .map(parse_password_file)
-            .transpose()?;
+    pub fn reload_auth(&self, password_file: Option<String>, acl_file: Option<String>) -> Result<()> {
+        let password_file = password_file.as_deref().map(parse_password_file).transpose()?;
         let acl = acl_file.as_deref().map(parse_acl).transpose()?;
         self.inner.reload_auth(password_file, acl);
         Ok(())
@@ -965,11 +761,7 @@ impl NativeBroker {
         self.inner
             .listeners()
             .iter()
-            .map(|l| NativeBoundListener {
-                protocol: l.protocol.into(),
-                host: l.host.clone(),
-                port: l.port as u32,
-            })
+            .map(|l| NativeBoundListener { protocol: l.protocol.into(), host: l.host.clone(), port: l.port as u32 })
             .collect()
     }
 
@@ -977,9 +769,7 @@ impl NativeBroker {
     #[napi(catch_unwind)]
     pub fn publish(&self, topic: String, payload: Buffer, qos: u32, retain: bool) -> Result<()> {
         let payload = bytes_from_buffer(payload);
-        self.inner
-            .publish(&topic, payload, qos.min(255) as u8, retain)
-            .map_err(|e| Error::new(Status::InvalidArg, e))
+        self.inner.publish(&topic, payload, qos.min(255) as u8, retain).map_err(|e| Error::new(Status::InvalidArg, e))
     }
 
     #[napi(catch_unwind)]
@@ -1010,9 +800,7 @@ impl NativeBroker {
     /// Stops accepting, closes every connection without publishing wills.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn stop(&self) -> AsyncTask<StopTask> {
-        AsyncTask::new(StopTask {
-            broker: self.inner.clone(),
-        })
+        AsyncTask::new(StopTask { broker: self.inner.clone() })
     }
 }
 
@@ -1026,8 +814,5 @@ fn bytes_from_buffer(payload: Buffer) -> fbroker_core::bytes::Bytes {
 #[napi(catch_unwind)]
 pub fn raise_open_file_limit() -> NativeOpenFileLimit {
     let l = fbroker_core::limits::raise_open_file_limit();
-    NativeOpenFileLimit {
-        soft: l.soft as f64,
-        hard: l.hard as f64,
-    }
+    NativeOpenFileLimit { soft: l.soft as f64, hard: l.hard as f64 }
 }
