@@ -72,10 +72,15 @@ describe('persistence through the memory backend', { skip }, () => {
     assert.deepEqual(after.sessions.map((s) => [s.clientId, s.queue.length, s.inflight.length]), [['mem-sub', 0, 0]])
   })
 
-  test('[fbroker] persistence: redis without redis_url is a ConfigError naming redis_url', async () => {
+  test('[fbroker] persistence: redis without a Redis is a ConfigError naming redisUrl (Broker options are camelCase)', async () => {
+    await assert.rejects(Broker.start({ host: '127.0.0.1', port: 0, logger: false, persistence: 'redis' }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError)
+      assert.equal(err.message, 'config error in Broker options: key "redisUrl": required when persistence is redis (or set redisSentinels or redisClusterNodes)')
+      return true
+    })
     await assert.rejects(
-      Broker.start({ host: '127.0.0.1', port: 0, logger: false, persistence: 'redis' }),
-      (err: unknown) => err instanceof ConfigError && /redis_url/.test(err.message),
+      Broker.start({ host: '127.0.0.1', port: 0, logger: false, persistence: 'redis', redisSentinels: ['a:1'], redisClusterNodes: ['b:2'] }),
+      /key "redisClusterNodes": cannot be combined with redisSentinels/,
     )
   })
 })

@@ -303,7 +303,9 @@ async function openPersistence(
     const programmatic = options.redisOptions?.sentinels !== undefined || options.redisOptions?.cluster !== undefined
     const problem = programmatic ? undefined : redisTargetProblem(settings)
     if (problem !== undefined) {
-      throw new ConfigError([{ source: { kind: 'options' }, key: camelCaseKey(problem.key), problem: problem.problem }])
+      // Broker options spell keys in camelCase, in the message too.
+      const text = problem.problem.replace(/\bredis_[a-z_]+/g, (key) => camelCaseKey(key))
+      throw new ConfigError([{ source: { kind: 'options' }, key: camelCaseKey(problem.key), problem: text }])
     }
     const target = redisTargetOptions(settings)
     backend = new RedisPersistence({

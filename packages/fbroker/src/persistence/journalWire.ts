@@ -176,9 +176,11 @@ export function decodeJournalBatch(data: Buffer): WireBatch {
       expirySecs: undefined,
       will: undefined,
     }
+    if (op.kind < WireOp.SessionSave || op.kind > WireOp.RetainedDelete) throw new JournalWireError(`unknown op kind ${op.kind} at op ${i}`)
+    // Every op but the retained ones belongs to a client, named first.
+    if (op.kind !== WireOp.RetainedSet && op.kind !== WireOp.RetainedDelete) op.clientId = client()
     switch (op.kind) {
       case WireOp.SessionSave:
-        op.clientId = client()
         op.connected = u8() === 1
         if (u8() === 1) op.expirySecs = f64()
         if (u8() === 1) {
@@ -188,30 +190,24 @@ export function decodeJournalBatch(data: Buffer): WireBatch {
           op.will = { topic, qos, retain, payload: copy() }
         }
         break
-      case WireOp.SessionDelete:
-        op.clientId = client()
-        break
       case WireOp.SubAdd:
-        op.clientId = client()
         op.text = str()
         op.qos = u8()
         break
       case WireOp.SubRemove:
-        op.clientId = client()
+      case WireOp.RetainedDelete:
         op.text = str()
         break
       case WireOp.QueuePush:
-        op.clientId = client()
         op.message = message()
         op.qos = u8()
         op.retain = u8() === 1
         break
       case WireOp.QueueRemove:
-        op.clientId = client()
+      case WireOp.RetainedSet:
         op.message = message()
         break
       case WireOp.InflightSet:
-        op.clientId = client()
         op.packetId = u16()
         op.stage = u8()
         op.message = message()
@@ -221,17 +217,9 @@ export function decodeJournalBatch(data: Buffer): WireBatch {
       case WireOp.InflightClear:
       case WireOp.IncomingAdd:
       case WireOp.IncomingRemove:
-        op.clientId = client()
         op.packetId = u16()
         break
-      case WireOp.RetainedSet:
-        op.message = message()
-        break
-      case WireOp.RetainedDelete:
-        op.text = str()
-        break
-      default:
-        throw new JournalWireError(`unknown op kind ${op.kind} at op ${i}`)
+      // session.delete: the client alone.
     }
     ops[i] = op
   }
