@@ -71,6 +71,12 @@ impl<'a> Tables<'a> {
         })
     }
 
+    /// An op's kind and the index of the client it belongs to.
+    fn begin(&mut self, out: &mut Vec<u8>, kind: u8, client_id: &'a Arc<str>) {
+        out.push(kind);
+        put_u32(out, self.client(client_id));
+    }
+
     fn message(&mut self, msg: &'a SharedMessage) -> u32 {
         let next = self.messages.len() as u32;
         *self.message_index.entry(msg.id).or_insert_with(|| {
@@ -87,6 +93,22 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
+}
+
+/// `n` as a decimal `str`, without a String per message.
+fn put_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    put_bytes(out, &digits[at..]);
 }
 
 fn put_u32(out: &mut Vec<u8>, n: u32) {
@@ -121,14 +143,8 @@ pub fn encode(batch: &PersistBatch) -> Vec<u8> {
     let mut ops = Vec::with_capacity(batch.ops.len() * 12);
     for op in &batch.ops {
         match op {
-            PersistOp::SessionSave {
-                client_id,
-                connected,
-                expiry_secs,
-                will,
-            } => {
-                ops.push(SESSION_SAVE);
-                put_u32(&mut ops, tables.client(client_id));
+            PersistOp::SessionSave { client_id, connected, expiry_secs, will } => {
+                tables.begin(&mut ops, SESSION_SAVE, client_id);
                 ops.push(*connected as u8);
                 match expiry_secs {
                     None => ops.push(0),
@@ -139,52 +155,28 @@ pub fn encode(batch: &PersistBatch) -> Vec<u8> {
                 }
                 put_will(&mut ops, will);
             }
-            PersistOp::SessionDelete { client_id } => {
-                ops.push(SESSION_DELETE);
-                put_u32(&mut ops, tables.client(client_id));
-            }
-            PersistOp::SubscriptionAdd {
-                client_id,
-                filter,
-                qos,
-            } => {
-                ops.push(SUB_ADD);
-                put_u32(&mut ops, tables.client(client_id));
+            PersistOp::SessionDelete { client_id } => tables.begin(&mut ops, SESSION_DELETE, client_id),
+            PersistOp::SubscriptionAdd { client_id, filter, qos } => {
+                tables.begin(&mut ops, SUB_ADD, client_id);
                 put_str(&mut ops, filter);
                 ops.push(*qos as u8);
             }
             PersistOp::SubscriptionRemove { client_id, filter } => {
-                ops.push(SUB_REMOVE);
-                put_u32(&mut ops, tables.client(client_id));
+                tables.begin(&mut ops, SUB_REMOVE, client_id);
                 put_str(&mut ops, filter);
             }
-            PersistOp::QueuePush {
-                client_id,
-                msg,
-                qos,
-                retain,
-            } => {
-                ops.push(QUEUE_PUSH);
-                put_u32(&mut ops, tables.client(client_id));
+            PersistOp::QueuePush { client_id, msg, qos, retain } => {
+                tables.begin(&mut ops, QUEUE_PUSH, client_id);
                 put_u32(&mut ops, tables.message(msg));
                 ops.push(*qos as u8);
                 ops.push(*retain as u8);
             }
             PersistOp::QueueRemove { client_id, msg } => {
-                ops.push(QUEUE_REMOVE);
-                put_u32(&mut ops, tables.client(client_id));
+                tables.begin(&mut ops, QUEUE_REMOVE, client_id);
                 put_u32(&mut ops, tables.message(msg));
             }
-            PersistOp::InflightSet {
-                client_id,
-                packet_id,
-                stage,
-                msg,
-                qos,
-                retain,
-            } => {
-                ops.push(INFLIGHT_SET);
-                put_u32(&mut ops, tables.client(client_id));
+            PersistOp::InflightSet { client_id, packet_id, stage, msg, qos, retain } => {
+                tables.begin(&mut ops, INFLIGHT_SET, client_id);
                 ops.extend_from_slice(&packet_id.to_le_bytes());
                 ops.push(stage_code(*stage));
                 let message = msg.as_ref().map_or(NO_MESSAGE, |m| tables.message(m));
@@ -192,28 +184,13 @@ pub fn encode(batch: &PersistBatch) -> Vec<u8> {
                 ops.push(*qos as u8);
                 ops.push(*retain as u8);
             }
-            PersistOp::InflightClear {
-                client_id,
-                packet_id,
-            } => {
-                ops.push(INFLIGHT_CLEAR);
-                put_u32(&mut ops, tables.client(client_id));
-                ops.extend_from_slice(&packet_id.to_le_bytes());
-            }
-            PersistOp::IncomingAdd {
-                client_id,
-                packet_id,
-            } => {
-                ops.push(INCOMING_ADD);
-                put_u32(&mut ops, tables.client(client_id));
-                ops.extend_from_slice(&packet_id.to_le_bytes());
-            }
-            PersistOp::IncomingRemove {
-                client_id,
-                packet_id,
-            } => {
-                ops.push(INCOMING_REMOVE);
-                put_u32(&mut ops, tables.client(client_id));
+            PersistOp::InflightClear { client_id, packet_id } | PersistOp::IncomingAdd { client_id, packet_id } | PersistOp::IncomingRemove { client_id, packet_id } => {
+                let kind = match op {
+                    PersistOp::InflightClear { .. } => INFLIGHT_CLEAR,
+                    PersistOp::IncomingAdd { .. } => INCOMING_ADD,
+                    _ => INCOMING_REMOVE,
+                };
+                tables.begin(&mut ops, kind, client_id);
                 ops.extend_from_slice(&packet_id.to_le_bytes());
             }
             PersistOp::RetainedSet { msg } => {
@@ -241,7 +218,7 @@ pub fn encode(batch: &PersistBatch) -> Vec<u8> {
     }
     put_u32(&mut out, tables.messages.len() as u32);
     for m in &tables.messages {
-        put_str(&mut out, &m.id.to_string());
+        put_decimal(&mut out, m.id);
         put_str(&mut out, &m.topic);
         out.push(m.qos as u8);
         out.push(m.retain as u8);

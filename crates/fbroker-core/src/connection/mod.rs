@@ -484,7 +484,7 @@ impl Connection {
                 // never went empty), so drain again now; a reader that keeps
                 // up with a long queue lets other tasks in every 4 MiB.
                 refills += 1;
-                if refills % 16 == 0 {
+                if refills.is_multiple_of(16) {
                     YieldOnce(false).await;
                 }
                 continue;

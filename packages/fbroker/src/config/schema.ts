@@ -673,6 +673,24 @@ function fail(spec: ConfigKeySpec, value: unknown, hint = ''): CheckResult<never
 
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/
 
+/**
+ * A list key: each entry mapped by `entry` (undefined: not valid, named by
+ * its position); a lone string gets a hint to write a list.
+ */
+function checkList(spec: ConfigKeySpec, value: unknown, entry: (item: unknown) => string | undefined): CheckResult<string[]> {
+  if (!Array.isArray(value)) {
+    const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
+    return fail(spec, value, hint)
+  }
+  const out: string[] = []
+  for (const [i, item] of value.entries()) {
+    const mapped = entry(item)
+    if (mapped === undefined) return { ok: false, problem: `${expectation(spec)}, got ${showValue(item)} at position ${i + 1}` }
+    out.push(mapped)
+  }
+  return { ok: true, value: out }
+}
+
 /** Whether a key may be left unset (its default is undefined): then null means "unset" too. */
 export function isOptional(spec: ConfigKeySpec): boolean {
   return spec.default === undefined
@@ -732,51 +750,16 @@ export function checkValue(spec: ConfigKeySpec, value: unknown): CheckResult {
       if (!spec.protocols.includes(url.protocol)) return fail(spec, redactUrl(value))
       return { ok: true, value }
     }
-    case 'module-list': {
-      if (!Array.isArray(value)) {
-        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
-        return fail(spec, value, hint)
-      }
-      const out: string[] = []
-      for (const [i, entry] of value.entries()) {
-        if (typeof entry !== 'string' || entry.trim() === '' || CONTROL_CHARS.test(entry)) {
-          return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
-        }
-        out.push(entry)
-      }
-      return { ok: true, value: out }
-    }
+    case 'module-list':
+      return checkList(spec, value, (entry) => (typeof entry !== 'string' || entry.trim() === '' || CONTROL_CHARS.test(entry) ? undefined : entry))
     case 'http-path': {
       if (typeof value !== 'string' || !value.startsWith('/') || /[\s\u0000-\u001f\u007f?#]/.test(value)) return fail(spec, value)
       return { ok: true, value }
     }
-    case 'origin-list': {
-      if (!Array.isArray(value)) {
-        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
-        return fail(spec, value, hint)
-      }
-      const out: string[] = []
-      for (const [i, entry] of value.entries()) {
-        const origin = entry === '*' ? '*' : typeof entry === 'string' ? parseOrigin(entry) : undefined
-        if (origin === undefined) return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
-        out.push(origin)
-      }
-      return { ok: true, value: out }
-    }
-    case 'address-list': {
-      if (!Array.isArray(value)) {
-        const hint = typeof value === 'string' ? ` (write a list: [${JSON.stringify(value)}])` : ''
-        return fail(spec, value, hint)
-      }
-      const out: string[] = []
-      for (const [i, entry] of value.entries()) {
-        if (typeof entry !== 'string' || parseAddress(entry) === undefined) {
-          return { ok: false, problem: `${expectation(spec)}, got ${showValue(entry)} at position ${i + 1}` }
-        }
-        out.push(entry)
-      }
-      return { ok: true, value: out }
-    }
+    case 'origin-list':
+      return checkList(spec, value, (entry) => (entry === '*' ? '*' : typeof entry === 'string' ? parseOrigin(entry) : undefined))
+    case 'address-list':
+      return checkList(spec, value, (entry) => (typeof entry === 'string' && parseAddress(entry) !== undefined ? entry : undefined))
     case 'listener-list':
       // Validated item by item, with a key path per problem, by ./listeners.
       if (!Array.isArray(value)) return fail(spec, value)

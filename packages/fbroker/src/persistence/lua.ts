@@ -96,7 +96,7 @@ end
  * metadata and payload), KEYS[5] their reference counts (hash: id → count).
  * ARGV[1] batch token, ARGV[2] header (JSON), ARGV[3] marker TTL in ms,
  * then message m's body (1-based, ARGV[3 + m]: `bodyData` in ./redis.ts),
- * then will payloads (referenced by ARGV index).
+ * then will payloads (will k at ARGV[3 + message count + k]).
  *
  * The header is positional (arrays decode about twice as fast as objects in
  * cjson, and the script runs once per batch on the hot path):
@@ -104,7 +104,7 @@ end
  *  drop policy (0 oldest, 1 new), clients [id1, key base1, id2, …],
  *  message ids [id1, …], ops [[kind, client index, …], …]].
  * Ops: ss [clean, conn, exp ('' = none), seen, node, epoch, (will topic,
- * will qos, will retain, will payload ARGV index)]; sd; sa [filter, qos];
+ * will qos, will retain, will number k)]; sd; sa [filter, qos];
  * sr [filter]; qp [message, qos, retain, payload bytes]; qr [count];
  * is [packet id, stage a|r|c, message (0 = keep), retain (-1 = keep)];
  * ic, na, nr [packet id].
@@ -171,7 +171,7 @@ for n, op in ipairs(h[6]) do
     redis.call('DEL', s)
     redis.call('HSET', s, 'clean', op[3], 'conn', op[4], 'exp', op[5], 'seen', op[6], 'node', op[7], 'epoch', op[8])
     if op[9] then
-      redis.call('HSET', s, 'wt', op[9], 'wp', ARGV[op[12]], 'wq', op[10], 'wr', op[11])
+      redis.call('HSET', s, 'wt', op[9], 'wp', ARGV[MB + #mids + op[12]], 'wq', op[10], 'wr', op[11])
     end
     redis.call('SADD', SESS, cid(ci))
     if op[5] == '' then

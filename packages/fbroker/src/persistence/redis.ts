@@ -109,8 +109,6 @@ interface GroupBatch {
   hasSave: boolean
 }
 
-/** ARGV index (1-based) of the first message blob: after the token, the header and the marker TTL. */
-const ARGV_BLOB_BASE = 4
 const STAGE_CODE: Record<InflightStage, string> = { puback: 'a', pubrec: 'r', pubcomp: 'c' }
 const CODE_STAGE: Record<string, InflightStage> = { a: 'puback', r: 'pubrec', c: 'pubcomp' }
 const QUEUE_ENTRY = /^(\d):(\d):(\d+):(.*)$/s
@@ -443,8 +441,7 @@ export class RedisPersistence implements PersistenceBackend {
           encoded = ['ss', c, s.clean ? 1 : 0, s.connected ? 1 : 0, s.expiresAt === null ? '' : String(s.expiresAt), String(s.lastSeen), s.node, String(s.epoch)]
           if (s.will !== null) {
             g.wills.push(s.will.payload)
-            // The ARGV index is fixed up once the group's message count is known (wills follow the messages).
-            encoded.push(s.will.topic, s.will.qos, s.will.retain ? 1 : 0, -g.wills.length)
+            encoded.push(s.will.topic, s.will.qos, s.will.retain ? 1 : 0, g.wills.length)
           }
           g.hasSave = true
           break
@@ -502,10 +499,6 @@ export class RedisPersistence implements PersistenceBackend {
     }
     const { maxMessages, maxBytes, policy } = this.#limits
     for (const g of groups.values()) {
-      if (g.wills.length > 0) {
-        const willBase = ARGV_BLOB_BASE + g.blobs.length - 1
-        for (const o of g.ops) if (o[0] === 'ss' && o.length > 8) o[11] = willBase - (o[11] as number)
-      }
       const header = JSON.stringify([maxMessages, maxBytes, policy === 'drop_new' ? 1 : 0, g.clients, g.messageIds, g.ops])
       calls.push(
         client
